@@ -1,0 +1,1 @@
+"""The `seftgen` command line: a thin Typer layer over the library."""

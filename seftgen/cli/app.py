@@ -1,0 +1,68 @@
+"""Entry point: builds the Typer app and owns error handling and exit codes.
+
+Exit codes: 0 done; 1 the run finished but some rows failed (rerun the same command to retry
+them); 2 a user error (one line naming the file, row and field); 130 interrupted (rerun resumes).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import NoReturn
+
+import typer
+
+from seftgen.cli import admin, data, export, generate
+from seftgen.console import print_error, warn
+from seftgen.errors import UserError
+
+app = typer.Typer(
+    name="seftgen",
+    help=(
+        "Alignment training data for self-improvement rounds (SEFT, SELF-JUDGE, SRT).\n\n"
+        "Typical round: [bold]sample[/] policy responses, [bold]revise[/] them (SEFT reviser or "
+        "SRT critic) or [bold]judge[/] them (SELF-JUDGE), [bold]export-axolotl[/] the training "
+        "config, train, then [bold]release[/] the data. [bold]round[/] runs a whole recipe."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+for module in (generate, data, export, admin):
+    module.register(app)
+
+
+def _terminate(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    # vLLM and the tokenizers print a lot on import; keep the user's terminal for our output.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        app(standalone_mode=False)
+    except UserError as err:
+        print_error(err)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        warn("interrupted: finished parts are kept; rerun the same command to resume")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

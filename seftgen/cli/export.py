@@ -1,0 +1,9 @@
+"""Commands (filled in by later stages)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

@@ -1,0 +1,101 @@
+"""Engines run models: offline vLLM, or any OpenAI-compatible server.
+
+`get_engine(spec)` caches engines per process, so a pipeline (or a test session) that names the
+same model twice loads it once.
+"""
+
+from __future__ import annotations
+
+import atexit
+from dataclasses import dataclass
+from pathlib import Path
+
+from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
+from seftgen.errors import UserError
+from seftgen.models import resolve_model
+
+__all__ = ["Completion", "Engine", "EngineSpec", "Generation", "Messages", "SamplingConfig", "get_engine"]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything needed to build an engine; hashable, so it keys the engine cache."""
+
+    model: str = "demo"
+    kind: str = "vllm"
+    # vLLM
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    memory_share: float = 0.3
+    tensor_parallel_size: int = 1
+    seed: int = 0
+    chat_template: str | None = None  # path to a Jinja chat template file
+    # OpenAI-compatible
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 32
+    rpm: float | None = None
+    tpm: float | None = None
+    max_retries: int = 5
+    timeout: float = 120.0
+    price_in: float = 0.0
+    price_out: float = 0.0
+
+
+_CACHE: dict[EngineSpec, Engine] = {}
+
+
+def _read_template(path: str | None) -> str | None:
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise UserError("chat template file does not exist", file=path)
+    return file.read_text()
+
+
+def get_engine(spec: EngineSpec) -> Engine:
+    if spec in _CACHE:
+        return _CACHE[spec]
+    engine: Engine
+    if spec.kind == "vllm":
+        from seftgen.engines.vllm_engine import VLLMEngine
+
+        engine = VLLMEngine(
+            resolve_model(spec.model),
+            dtype=spec.dtype,
+            max_model_len=spec.max_model_len,
+            memory_share=spec.memory_share,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            seed=spec.seed,
+            chat_template=_read_template(spec.chat_template),
+        )
+    elif spec.kind == "openai":
+        from seftgen.engines.openai_engine import OpenAIEngine
+
+        if not spec.base_url:
+            raise UserError("--engine openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        engine = OpenAIEngine(
+            spec.model,
+            base_url=spec.base_url,
+            api_key_env=spec.api_key_env,
+            concurrency=spec.concurrency,
+            rpm=spec.rpm,
+            tpm=spec.tpm,
+            max_retries=spec.max_retries,
+            timeout=spec.timeout,
+            price_in=spec.price_in,
+            price_out=spec.price_out,
+            seed=spec.seed,
+        )
+    else:
+        raise UserError(f"unknown engine {spec.kind!r} (choose vllm or openai)")
+    _CACHE[spec] = engine
+    return engine
+
+
+@atexit.register
+def _close_all() -> None:
+    for engine in _CACHE.values():
+        engine.close()
+    _CACHE.clear()

@@ -1,0 +1,86 @@
+"""What every engine does: chat generation and next-token probabilities, plus usage accounting."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling parameters shared by all engines. `seed` is engine-level (see FACTS: vLLM on CPU
+    crashes on per-request seeds), so it is recorded here only for provenance."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str
+    completion_tokens: int
+
+
+@dataclass
+class Generation:
+    """All completions of one prompt, or the error that prevented them."""
+
+    prompt_tokens: int = 0
+    completions: list[Completion] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class Usage:
+    requests: int = 0
+    failures: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def as_totals(self) -> dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if v}
+
+
+class Engine(ABC):
+    """A loaded model. `kind` and `model` go into every row's provenance."""
+
+    kind: str
+    model: str
+    seed: int
+    chat_template: str | None
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+
+    def take_usage(self) -> dict[str, float]:
+        """Counters since the last call (so a stage can add them to its manifest per part)."""
+        totals = self.usage.as_totals()
+        self.usage = Usage()
+        return totals
+
+    @abstractmethod
+    def generate(
+        self, conversations: list[Messages], params: SamplingConfig, *, continue_final: bool = False
+    ) -> list[Generation]:
+        """One Generation per conversation, in order. With `continue_final`, the last (assistant)
+        message is a prefix the model continues instead of a finished turn."""
+
+    @abstractmethod
+    def next_token_probs(self, conversations: list[Messages], candidates: tuple[str, ...]) -> list[dict[str, float] | None]:
+        """For each conversation ending in an assistant prefix: the probability of each candidate
+        string as the very next token (0.0 when outside the top 20), or None if the call failed."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (engines are cached per process and closed at exit)."""

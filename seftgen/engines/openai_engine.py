@@ -1,0 +1,171 @@
+"""Any OpenAI-compatible server (vLLM serve, hosted APIs): async, bounded, retried, accounted.
+
+One AsyncOpenAI client per batch, a semaphore for concurrency, RPM/TPM limits, exponential
+backoff with jitter, a global cool-down on 429, a per-request timeout. A request that still fails
+becomes a per-row error (the stage reports it and a rerun retries it); it never stops the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
+from seftgen.engines.ratelimit import RateLimiter
+from seftgen.engines.vllm_engine import TOP_LOGPROBS
+from seftgen.errors import UserError
+
+T = TypeVar("T")
+# vLLM-served models accept these to continue a final assistant message (judge prefixes).
+CONTINUE_FINAL = {"add_generation_prompt": False, "continue_final_message": True}
+
+
+class OpenAIEngine(Engine):
+    kind = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 32,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+        timeout: float = 120.0,
+        price_in: float = 0.0,
+        price_out: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.base_url = base_url
+        self.api_key = os.environ.get(api_key_env) or "EMPTY"
+        self.concurrency = concurrency
+        self.rpm, self.tpm = rpm, tpm
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self.price_in, self.price_out = price_in, price_out  # USD per million tokens
+        self.seed = seed
+        self.chat_template = None  # the server applies its own; recorded as 'none'
+
+    # -- one batch -------------------------------------------------------------------------------
+    def _run(self, jobs: list[Callable[[Any], Awaitable[T]]]) -> list[T | BaseException]:
+        async def main() -> list[T | BaseException]:
+            from openai import AsyncOpenAI
+
+            limiter = RateLimiter(self.rpm, self.tpm)
+            gate = asyncio.Semaphore(self.concurrency)
+            async with AsyncOpenAI(
+                base_url=self.base_url, api_key=self.api_key, max_retries=0, timeout=self.timeout
+            ) as client:
+
+                async def guarded(job: Callable[[Any], Awaitable[T]]) -> T:
+                    async with gate:
+                        return await self._with_retries(lambda: job(client), limiter)
+
+                return await asyncio.gather(*(guarded(j) for j in jobs), return_exceptions=True)
+
+        return asyncio.run(main())
+
+    async def _with_retries(self, call: Callable[[], Awaitable[T]], limiter: RateLimiter) -> T:
+        import openai
+
+        attempt = 0
+        while True:
+            await limiter.acquire()
+            try:
+                self.usage.requests += 1
+                return await call()
+            except openai.BadRequestError:
+                raise  # our request is wrong: retrying will not help
+            except (openai.RateLimitError, openai.APIConnectionError, openai.APITimeoutError,
+                    openai.InternalServerError) as exc:
+                if attempt >= self.max_retries:
+                    raise
+                delay = self.backoff * 2**attempt * (1 + random.random() / 2)
+                if isinstance(exc, openai.RateLimitError):
+                    retry_after = exc.response.headers.get("retry-after") if exc.response else None
+                    delay = max(delay, float(retry_after)) if retry_after else delay
+                    limiter.cool_down(delay)
+                attempt += 1
+                self.usage.retries += 1
+                await asyncio.sleep(delay)
+
+    def _account(self, usage: Any) -> tuple[int, int]:
+        p = getattr(usage, "prompt_tokens", 0) or 0
+        c = getattr(usage, "completion_tokens", 0) or 0
+        self.usage.prompt_tokens += p
+        self.usage.completion_tokens += c
+        self.usage.cost_usd += (p * self.price_in + c * self.price_out) / 1e6
+        return p, c
+
+    @staticmethod
+    def _error_text(exc: BaseException) -> str:
+        return f"{type(exc).__name__}: {exc}"[:500]
+
+    # -- Engine API ------------------------------------------------------------------------------
+    def generate(
+        self, conversations: list[Messages], params: SamplingConfig, *, continue_final: bool = False
+    ) -> list[Generation]:
+        def job(messages: Messages) -> Callable[[Any], Awaitable[Any]]:
+            return lambda client: client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                n=params.n,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=params.max_tokens,
+                stop=list(params.stop) or None,
+                extra_body=CONTINUE_FINAL if continue_final else None,
+            )
+
+        results = []
+        for resp in self._run([job(m) for m in conversations]):
+            if isinstance(resp, BaseException):
+                self.usage.failures += 1
+                results.append(Generation(error=self._error_text(resp)))
+                continue
+            prompt_tokens, completion_tokens = self._account(resp.usage)
+            choices = sorted(resp.choices, key=lambda ch: ch.index)
+            per_choice = completion_tokens // max(len(choices), 1)
+            results.append(
+                Generation(
+                    prompt_tokens,
+                    [Completion(ch.message.content or "", ch.finish_reason or "stop", per_choice) for ch in choices],
+                )
+            )
+        return results
+
+    def next_token_probs(self, conversations: list[Messages], candidates: tuple[str, ...]) -> list[dict[str, float] | None]:
+        def job(messages: Messages) -> Callable[[Any], Awaitable[Any]]:
+            return lambda client: client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                max_tokens=1,
+                temperature=0.0,
+                logprobs=True,
+                top_logprobs=TOP_LOGPROBS,
+                extra_body=CONTINUE_FINAL,
+            )
+
+        results: list[dict[str, float] | None] = []
+        for resp in self._run([job(m) for m in conversations]):
+            if isinstance(resp, BaseException):
+                self.usage.failures += 1
+                results.append(None)
+                continue
+            self._account(resp.usage)
+            content = resp.choices[0].logprobs.content if resp.choices[0].logprobs else None
+            if not content:
+                raise UserError("the server returned no logprobs; use --verdict text for this API")
+            top = {t.token: t.logprob for t in content[0].top_logprobs}
+            results.append({c: math.exp(top[c]) if c in top else 0.0 for c in candidates})
+        return results

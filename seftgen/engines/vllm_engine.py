@@ -1,0 +1,109 @@
+"""Offline vLLM: whole batches go to `LLM.chat` so continuous batching stays full."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
+from seftgen.errors import UserError
+
+TOP_LOGPROBS = 20  # vLLM's default max_logprobs, and the OpenAI API's top_logprobs limit
+
+
+class VLLMEngine(Engine):
+    kind = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        dtype: str = "bfloat16",
+        max_model_len: int = 2048,
+        memory_share: float = 0.3,
+        tensor_parallel_size: int = 1,
+        seed: int = 0,
+        chat_template: str | None = None,
+        enforce_eager: bool = True,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        from vllm import LLM
+
+        self.model = model
+        self.seed = seed
+        self.llm = LLM(
+            model=model,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=memory_share,
+            tensor_parallel_size=tensor_parallel_size,
+            seed=seed,
+            enforce_eager=enforce_eager,
+            **(extra or {}),
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self._template_override = chat_template
+        self.chat_template = chat_template or getattr(self.tokenizer, "chat_template", None)
+
+    def _chat(self, conversations: list[Messages], sampling: Any, continue_final: bool) -> list[Any]:
+        return self.llm.chat(
+            conversations,
+            sampling,
+            use_tqdm=False,
+            chat_template=self._template_override,
+            add_generation_prompt=not continue_final,
+            continue_final_message=continue_final,
+        )
+
+    def generate(
+        self, conversations: list[Messages], params: SamplingConfig, *, continue_final: bool = False
+    ) -> list[Generation]:
+        from vllm import SamplingParams
+
+        sampling = SamplingParams(
+            n=params.n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_tokens,
+            stop=list(params.stop) or None,
+        )
+        results = []
+        for out in self._chat(conversations, sampling, continue_final):
+            completions = [
+                Completion(c.text, c.finish_reason or "stop", len(c.token_ids)) for c in out.outputs
+            ]
+            gen = Generation(len(out.prompt_token_ids or []), completions)
+            self.usage.prompt_tokens += gen.prompt_tokens
+            self.usage.completion_tokens += sum(c.completion_tokens for c in completions)
+            results.append(gen)
+        self.usage.requests += len(conversations)
+        return results
+
+    def token_id(self, text: str) -> int:
+        """The single vocabulary id of an answer token such as ' A', from this model's tokenizer."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            raise UserError(f"judge answer {text!r} is {len(ids)} tokens for {self.model}; choose labels that are one token")
+        return ids[0]
+
+    def next_token_probs(self, conversations: list[Messages], candidates: tuple[str, ...]) -> list[dict[str, float] | None]:
+        from vllm import SamplingParams
+
+        ids = {cand: self.token_id(cand) for cand in candidates}
+        sampling = SamplingParams(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
+        results: list[dict[str, float] | None] = []
+        for out in self._chat(conversations, sampling, continue_final=True):
+            top = out.outputs[0].logprobs[0] if out.outputs[0].logprobs else {}
+            results.append({c: math.exp(top[i].logprob) if i in top else 0.0 for c, i in ids.items()})
+            self.usage.prompt_tokens += len(out.prompt_token_ids or [])
+            self.usage.completion_tokens += 1
+        self.usage.requests += len(conversations)
+        return results
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None and hasattr(llm, "llm_engine"):
+            engine_core = getattr(llm.llm_engine, "engine_core", None)
+            if engine_core is not None and hasattr(engine_core, "shutdown"):
+                engine_core.shutdown()

@@ -1,0 +1,1 @@
+"""Storage: input readers, table schemas, and the run-folder Parquet store."""

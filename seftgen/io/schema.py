@@ -1,0 +1,170 @@
+"""Every table seftgen writes, column by column. The README's schema section is generated from here.
+
+All tables carry the provenance columns, so any row can be traced to the model, template,
+sampling parameters and run that produced it, and reproduced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: pl.DataType
+    doc: str
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    doc: str
+    key: tuple[str, ...]
+    columns: tuple[Column, ...]
+
+    @property
+    def schema(self) -> pl.Schema:
+        return pl.Schema({c.name: c.dtype for c in self.columns})
+
+    def frame(self, rows: list[dict]) -> pl.DataFrame:
+        """Build a frame with exactly this table's columns, order and types."""
+        return pl.DataFrame(rows, schema=self.schema, strict=False)
+
+    def conform(self, df: pl.DataFrame) -> pl.DataFrame:
+        missing = [c.name for c in self.columns if c.name not in df.columns]
+        if missing:
+            raise ValueError(f"{self.name} table is missing columns {missing}")
+        return df.select([pl.col(c.name).cast(c.dtype) for c in self.columns])
+
+
+PROVENANCE = (
+    Column("model", pl.String, "Model that produced the row's generated text (local folder or hub id)."),
+    Column("engine", pl.String, "Engine that ran the model: `vllm` or `openai`."),
+    Column("template_hash", pl.String, "sha256 prefix of the prompt/chat template text used."),
+    Column("params", pl.String, "JSON of the sampling/judging parameters of the run."),
+    Column("seed", pl.Int64, "Engine-level seed (vLLM on CPU has no per-request seed)."),
+    Column("run_id", pl.String, "Id of the run (one run folder) that wrote the row."),
+    Column("created_at", pl.Datetime("us", "UTC"), "When the row was written (UTC)."),
+)
+
+_PROMPT = (
+    Column("prompt_id", pl.String, "sha256 prefix of the prompt messages; stable across runs."),
+    Column("messages", MESSAGES, "Prompt as chat messages (system prompt included), no answer."),
+)
+
+SAMPLES = Table(
+    "samples",
+    "Policy responses, one row per (prompt, sample).",
+    ("prompt_id", "sample_idx"),
+    (
+        *_PROMPT,
+        Column("sample_idx", pl.Int32, "0-based index among the n samples of the prompt."),
+        Column("response", pl.String, "Generated response text."),
+        Column("prompt_tokens", pl.Int32, "Tokens in the rendered prompt."),
+        Column("completion_tokens", pl.Int32, "Tokens generated."),
+        Column("finish_reason", pl.String, "`stop`, `length`, or `error`."),
+        Column("error", pl.String, "Why the request failed (API engine), else null."),
+        *PROVENANCE,
+    ),
+)
+
+REVISIONS = Table(
+    "revisions",
+    "Revised responses from the SEFT reviser or the SRT critic, one row per sample.",
+    ("prompt_id", "sample_idx"),
+    (
+        *_PROMPT,
+        Column("sample_idx", pl.Int32, "Index of the revised sample in its sample run."),
+        Column("method", pl.String, "`seft` (adaptive reviser) or `srt` (API critic)."),
+        Column("original", pl.String, "The policy response that was revised."),
+        Column("revised", pl.String, "Revised response; equals `original` on `keep`; null if failed."),
+        Column("label", pl.String, "SEFT: keep / minor / major (configurable). SRT: null."),
+        Column("feedback", pl.String, "SRT: the critic's feedback. SEFT: null."),
+        Column("critic_score", pl.Int32, "SRT: score the critic gave inside its feedback."),
+        Column("original_score", pl.Int32, "SRT: score of the original, from a separate call."),
+        Column("revised_score", pl.Int32, "SRT: score of the refinement, from a separate call."),
+        Column("similarity", pl.Float64, "difflib ratio between original and revised (1 = same)."),
+        Column("kept", pl.Boolean, "True if the row passed parsing and every filter."),
+        Column("reason", pl.String, "Why the row was not kept (parse failure, filter), else null."),
+        Column("raw", pl.String, "Raw reviser/critic reply, kept for audit."),
+        Column("prompt_tokens", pl.Int32, "Prompt tokens over all calls for this row."),
+        Column("completion_tokens", pl.Int32, "Completion tokens over all calls for this row."),
+        Column("policy_model", pl.String, "Model that wrote `original`."),
+        Column("source_run_id", pl.String, "Run id of the sample run that was revised."),
+        *PROVENANCE,
+    ),
+)
+
+PAIRS = Table(
+    "pairs",
+    "Judged preference pairs (DPO layout: messages, chosen, rejected), one row per sample pair.",
+    ("prompt_id", "idx_a", "idx_b"),
+    (
+        *_PROMPT,
+        Column("idx_a", pl.Int32, "sample_idx of the response shown first in order AB."),
+        Column("idx_b", pl.Int32, "sample_idx of the response shown second in order AB."),
+        Column("p_a_ab", pl.Float64, "P(' A') / (P(' A')+P(' B')) with order AB."),
+        Column("p_a_ba", pl.Float64, "P(label of response a) with order BA, i.e. P(' B') share."),
+        Column("score_a", pl.Float64, "(p_a_ab + p_a_ba) / 2: the judge's preference for a."),
+        Column("consistent", pl.Boolean, "Both orders prefer the same response."),
+        Column("margin", pl.Float64, "|score_a - 0.5| * 2, from 0 (tie) to 1 (certain)."),
+        Column("chosen", pl.String, "Preferred response text."),
+        Column("rejected", pl.String, "Other response text."),
+        Column("chosen_idx", pl.Int32, "sample_idx of the chosen response."),
+        Column("kept", pl.Boolean, "Passed --min-margin / --require-consistent and parsing."),
+        Column("reason", pl.String, "Why the pair was not kept, else null."),
+        Column("raw", pl.String, "Text-verdict mode: the judge's replies; logprob mode: null."),
+        Column("policy_model", pl.String, "Model that wrote the responses."),
+        Column("source_run_id", pl.String, "Run id of the sample run that was judged."),
+        *PROVENANCE,
+    ),
+)
+
+BEST_OF = Table(
+    "best_of",
+    "Tournament winners: the best of n samples per prompt, with the bracket record.",
+    ("prompt_id",),
+    (
+        *_PROMPT,
+        Column("winner_idx", pl.Int32, "sample_idx of the tournament winner."),
+        Column("response", pl.String, "The winning response text."),
+        Column("num_candidates", pl.Int32, "n, the number of samples in the tournament."),
+        Column("judgments", pl.Int32, "Matches played (n - 1)."),
+        Column("bracket", pl.String, "JSON list of matches: round, a, b, score_a, winner, bye."),
+        Column("policy_model", pl.String, "Model that wrote the responses."),
+        Column("source_run_id", pl.String, "Run id of the sample run."),
+        *PROVENANCE,
+    ),
+)
+
+SFT = Table(
+    "sft",
+    "Chat-format SFT examples (reviser data, judge-augmented SFT data).",
+    ("example_id",),
+    (
+        Column("example_id", pl.String, "sha256 prefix of the example's messages."),
+        Column("messages", MESSAGES, "Full conversation; the last assistant turn is the target."),
+        Column("kind", pl.String, "What the example teaches: keep/minor/major, sft, judge."),
+        Column("source_id", pl.String, "Id of the preference record the example came from."),
+        *PROVENANCE,
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (SAMPLES, REVISIONS, PAIRS, BEST_OF, SFT)}
+
+
+def schema_markdown() -> str:
+    """Markdown for the README: one section per table."""
+    out = []
+    for table in TABLES.values():
+        out.append(f"#### `{table.name}`: {table.doc}\n\nKey: `{', '.join(table.key)}`.\n")
+        out.append("| column | type | meaning |\n|---|---|---|")
+        for c in table.columns:
+            out.append(f"| `{c.name}` | `{c.dtype}` | {c.doc} |")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,65 @@
+"""Pieces every stage shares: the result type, chunking, and the provenance columns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, TypeVar
+
+from seftgen.engines.base import Engine
+from seftgen.io.store import RunStore
+from seftgen.provenance import template_hash, utc_now
+
+T = TypeVar("T")
+MAX_RECORDED_FAILURES = 1000
+
+
+@dataclass
+class StageResult:
+    """What a stage did. `failures` are rows that could not be produced (for example an API that
+    stayed down); they are not written, so rerunning the same command retries exactly them."""
+
+    run_dir: Path
+    written: int = 0
+    resumed: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    totals: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def provenance(engine: Engine, store: RunStore, template: str, params_json: str) -> dict[str, Any]:
+    """The provenance columns for rows written now by `engine` into `store`."""
+    return {
+        "model": engine.model,
+        "engine": engine.kind,
+        "template_hash": template,
+        "params": params_json,
+        "seed": engine.seed,
+        "run_id": store.run_id,
+        "created_at": utc_now(),
+    }
+
+
+def chat_template_hash(engine: Engine) -> str:
+    return template_hash(engine.chat_template)
+
+
+def finish(store: RunStore, result: StageResult, summary: dict[str, Any] | None = None) -> StageResult:
+    """Close the run: status, failures and summary into the manifest."""
+    result.summary = summary or {}
+    result.totals = dict(store.manifest["totals"])
+    store.manifest["failures"] = result.failures[:MAX_RECORDED_FAILURES]
+    store.finish(summary, status="complete" if result.ok else "incomplete")
+    return result

@@ -1,0 +1,75 @@
+"""Prompt templates: YAML files with Jinja2 fields, one per task (like distilabel's task catalogue).
+
+A template names its task, documents itself, and holds the text fields a stage renders (`user`,
+`target`, `assistant_prefix`, ...) plus the settings its parser needs (labels, answer tokens).
+Its hash (of the whole file) goes into every row it produced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from seftgen.errors import UserError
+from seftgen.provenance import template_hash
+from seftgen.resources import resource_dir
+
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    path: Path
+    source: str
+    data: dict[str, Any]
+
+    @cached_property
+    def hash(self) -> str:
+        return template_hash(self.source)
+
+    def render(self, field: str, **values: Any) -> str:
+        if field not in self.data:
+            raise UserError(f"template has no '{field}' field", file=self.path, field=field)
+        try:
+            return _ENV.from_string(self.data[field]).render(**values).strip()
+        except jinja2.TemplateError as exc:
+            raise UserError(f"cannot render ({exc})", file=self.path, field=field) from exc
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+
+def template_names() -> list[str]:
+    return sorted(p.stem for p in resource_dir("prompts").glob("*.yaml"))
+
+
+def load_template(name_or_path: str) -> PromptTemplate:
+    """A shipped template by name (`reviser`, `judge_general`, ...) or a YAML file of your own."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = resource_dir("prompts") / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise UserError(f"unknown template {name_or_path!r}", hint=f"shipped: {', '.join(template_names())}")
+    source = path.read_text()
+    try:
+        data = yaml.safe_load(source)
+    except yaml.YAMLError as exc:
+        raise UserError(f"template is not valid YAML ({exc})", file=path) from exc
+    if not isinstance(data, dict) or "user" not in data:
+        raise UserError("template must be a mapping with at least a 'user' field", file=path)
+    return PromptTemplate(data.get("name", path.stem), path, source, data)
+
+
+def instruction_text(messages: list[dict[str, str]]) -> str:
+    """The prompt shown inside reviser/critic/judge templates: the last user turn, with any
+    earlier turns quoted before it so multi-turn context is not lost."""
+    turns = [m for m in messages if m["role"] != "system"]
+    if len(turns) == 1:
+        return turns[0]["content"]
+    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in turns)
