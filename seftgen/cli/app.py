@@ -38,13 +38,13 @@ def _terminate(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     # vLLM and the tokenizers print a lot on import; keep the user's terminal for our output.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(standalone_mode=False)
+        app(args=argv, standalone_mode=False)
     except UserError as err:
         print_error(err)
         sys.exit(err.exit_code)

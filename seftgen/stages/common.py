@@ -8,6 +8,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
+from seftgen.engines import EngineSpec, get_engine
 from seftgen.engines.base import Engine
 from seftgen.io.store import RunStore
 from seftgen.provenance import template_hash, utc_now
@@ -50,6 +51,11 @@ def provenance(engine: Engine, store: RunStore, template: str, params_json: str)
         "run_id": store.run_id,
         "created_at": utc_now(),
     }
+
+
+def ensure_engine(engine: Engine | EngineSpec) -> Engine:
+    """Stages take a spec so that input is validated before a model is loaded (tens of seconds)."""
+    return engine if isinstance(engine, Engine) else get_engine(engine)
 
 
 def chat_template_hash(engine: Engine) -> str:

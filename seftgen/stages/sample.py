@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seftgen.console import stage_progress
+from seftgen.engines import EngineSpec
 from seftgen.engines.base import Engine, SamplingConfig
-from seftgen.io.readers import PromptColumns, iter_prompts
+from seftgen.io.readers import Prompt, PromptColumns, iter_prompts
 from seftgen.io.schema import SAMPLES
 from seftgen.io.store import RunStore, Shard
 from seftgen.provenance import shard_of
-from seftgen.stages.common import StageResult, chat_template_hash, chunked, finish, provenance
+from seftgen.stages.common import StageResult, chat_template_hash, ensure_engine, finish, provenance
+from seftgen.stages.runner import run_batches
 
 
 def sample(
     source: str,
     out: str | Path,
-    engine: Engine,
+    engine: Engine | EngineSpec,
     *,
     columns: PromptColumns = PromptColumns(),
     params: SamplingConfig = SamplingConfig(),
@@ -33,6 +34,7 @@ def sample(
     in flight, and a rerun (resume) skips every finished prompt.
     """
     wanted = sum(1 for p in iter_prompts(source, columns, limit) if shard_of(p.prompt_id, shard.count) == shard.index)
+    engine = ensure_engine(engine)
     chat_hash = chat_template_hash(engine)
     config = {
         "input": str(Path(source).resolve()) if Path(source).exists() else source,
@@ -45,35 +47,35 @@ def sample(
         "seed": engine.seed,
     }
     store = RunStore.open(out, SAMPLES, "sample", config, shard=shard, resume=resume)
-    result = StageResult(Path(out), resumed=len(store.done))
+    params_json = params.to_json()
+
+    def process(batch: list[Prompt]) -> tuple[list[dict], list[dict]]:
+        generations = engine.generate([p.messages for p in batch], params)
+        prov = provenance(engine, store, chat_hash, params_json)
+        rows, failures = [], []
+        for prompt, gen in zip(batch, generations, strict=True):
+            if gen.error:
+                failures.append({"prompt_id": prompt.prompt_id, "row": prompt.row, "error": gen.error})
+                continue
+            for idx, completion in enumerate(gen.completions):
+                rows.append({
+                    "prompt_id": prompt.prompt_id,
+                    "messages": prompt.messages,
+                    "sample_idx": idx,
+                    "response": completion.text,
+                    "prompt_tokens": gen.prompt_tokens,
+                    "completion_tokens": completion.completion_tokens,
+                    "finish_reason": completion.finish_reason,
+                    "error": None,
+                    **prov,
+                })
+        return rows, failures
+
     todo = (
         p for p in iter_prompts(source, columns, limit)
         if shard_of(p.prompt_id, shard.count) == shard.index
         and not all((p.prompt_id, i) in store.done for i in range(params.n))
     )
-    params_json = params.to_json()
-    with stage_progress("sample", wanted, done=len(store.done) // max(params.n, 1)) as bar:
-        for batch in chunked(todo, batch_size):
-            generations = engine.generate([p.messages for p in batch], params)
-            prov = provenance(engine, store, chat_hash, params_json)
-            rows = []
-            for prompt, gen in zip(batch, generations):
-                if gen.error:
-                    result.failures.append({"prompt_id": prompt.prompt_id, "row": prompt.row, "error": gen.error})
-                    continue
-                for idx, completion in enumerate(gen.completions):
-                    rows.append({
-                        "prompt_id": prompt.prompt_id,
-                        "messages": prompt.messages,
-                        "sample_idx": idx,
-                        "response": completion.text,
-                        "prompt_tokens": gen.prompt_tokens,
-                        "completion_tokens": completion.completion_tokens,
-                        "finish_reason": completion.finish_reason,
-                        "error": None,
-                        **prov,
-                    })
-            result.written += store.write(rows)
-            store.add_totals(engine.take_usage())
-            bar.advance(len(batch), sum(r["completion_tokens"] for r in rows))
+    remaining = wanted - len(store.done) // max(params.n, 1)
+    result = run_batches(store, todo, process, engine=engine, batch_size=batch_size, total=remaining, label="sample")
     return finish(store, result, {"prompts": wanted, "samples_per_prompt": params.n})

@@ -1,0 +1,159 @@
+"""SFT datasets built from preference records: the SEFT reviser's and SELF-JUDGE's (JSFT).
+
+Both write chat-format rows (`messages` ending in the assistant target) into an `sft` run folder,
+ready for `export-axolotl --kind sft`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from seftgen.io.preferences import PreferenceColumns, PreferenceRecord, iter_preferences
+from seftgen.io.schema import SFT
+from seftgen.io.store import RunStore, read_run
+from seftgen.provenance import stable_hash, utc_now
+from seftgen.stages.common import StageResult, chunked, finish
+from seftgen.templates import PromptTemplate, instruction_text, load_template
+
+BATCH = 1024
+
+
+@dataclass(frozen=True)
+class RevisionLabels:
+    """How a rating gap becomes a revision label. Ratings are on the source's scale (1-10 for
+    UltraFeedback and our demo data; ranks turned into 1..n for Nectar)."""
+
+    keep_min_rating: float = 8.0  # a response this good is a keep example
+    min_target_rating: float = 7.0  # never teach a rewrite towards a response worse than this
+    minor_gap: float = 1.0  # gap >= minor_gap -> minor
+    major_gap: float = 4.0  # gap >= major_gap -> major
+
+    def label(self, gap: float) -> str | None:
+        if gap >= self.major_gap:
+            return "major"
+        if gap >= self.minor_gap:
+            return "minor"
+        return None
+
+
+def _provenance(store: RunStore, source: str, template: PromptTemplate, params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": f"data:{Path(source).name}",
+        "engine": "none",
+        "template_hash": template.hash,
+        "params": json.dumps(params, sort_keys=True),
+        "seed": 0,
+        "run_id": store.run_id,
+        "created_at": utc_now(),
+    }
+
+
+def _example(messages: list[dict[str, str]], kind: str, source_id: str, prov: dict[str, Any]) -> dict[str, Any]:
+    return {"example_id": stable_hash(messages), "messages": messages, "kind": kind, "source_id": source_id, **prov}
+
+
+def _build(source: str, out: str | Path, stage: str, template: PromptTemplate, params: dict[str, Any],
+           cols: PreferenceColumns, limit: int | None, make) -> StageResult:
+    config = {"source": str(Path(source).resolve()) if Path(source).exists() else source, "columns": asdict(cols),
+              "template": template.name, "template_hash": template.hash, "params": params, "limit": limit}
+    store = RunStore.open(out, SFT, stage, config)
+    result = StageResult(Path(out), resumed=len(store.done))
+    prov = _provenance(store, source, template, params)
+    skipped: Counter[str] = Counter()
+    for batch in chunked(iter_preferences(source, cols, limit), BATCH):
+        rows = []
+        for record in batch:
+            built, why = make(record, prov)
+            rows.extend(built)
+            if why:
+                skipped[why] += 1
+        result.written += store.write(rows)
+    df = read_run(out)
+    return finish(store, result, {"examples": df.height, "by_kind": dict(Counter(df["kind"].to_list()).most_common()),
+                                  "records_skipped": dict(skipped)})
+
+
+def build_reviser_data(
+    source: str,
+    out: str | Path,
+    *,
+    columns: PreferenceColumns = PreferenceColumns(),
+    labels: RevisionLabels = RevisionLabels(),
+    template: str = "reviser",
+    limit: int | None = None,
+) -> StageResult:
+    """SEFT reviser SFT data: a weak response with a better one becomes a minor/major revision
+    example (by rating gap); a top response becomes a keep example."""
+    tpl = load_template(template)
+    names = [str(x) for x in tpl.get("labels", ["keep", "minor", "major"])]
+
+    def make(record: PreferenceRecord, prov: dict[str, Any]) -> tuple[list[dict], str | None]:
+        ranked = record.ranked()
+        best = ranked[0]
+        if best.rating < labels.min_target_rating:
+            return [], "best response rated below min_target_rating"
+        instruction = instruction_text(record.messages)
+
+        def example(response: str, label: str, revised: str) -> dict[str, Any]:
+            messages = [
+                {"role": "user", "content": tpl.render("user", instruction=instruction, response=response, labels=names)},
+                {"role": "assistant", "content": tpl.render("target", label=label, revised=revised)},
+            ]
+            return _example(messages, label, record.record_id, prov)
+
+        rows = []
+        if best.rating >= labels.keep_min_rating:
+            rows.append(example(best.text, names[0], ""))
+        for weak in ranked[1:]:
+            label = labels.label(best.rating - weak.rating)
+            if label:
+                rows.append(example(weak.text, label, best.text))
+        return rows, None if rows else "no response pair with a large enough gap"
+
+    params = asdict(labels) | {"labels": names}
+    return _build(source, out, "build-reviser-data", tpl, params, columns, limit, make)
+
+
+def build_jsft_data(
+    source: str,
+    out: str | Path,
+    *,
+    columns: PreferenceColumns = PreferenceColumns(),
+    template: str = "judge_general",
+    min_gap: float = 1.0,
+    include_sft: bool = True,
+    limit: int | None = None,
+) -> StageResult:
+    """Judge-augmented SFT data: the best response as an SFT example, plus pairwise judge examples
+    (best vs each clearly worse response) in BOTH presentation orders."""
+    tpl = load_template(template)
+    prefix = str(tpl.get("assistant_prefix", ""))
+    token_a, token_b = (str(t) for t in tpl.get("answer_tokens", [" A", " B"]))
+    needs_rationale = bool(tpl.get("rationale", False))
+
+    def make(record: PreferenceRecord, prov: dict[str, Any]) -> tuple[list[dict], str | None]:
+        if needs_rationale and not record.rationale:
+            return [], "template needs a rationale and the record has none"
+        ranked = record.ranked()
+        best = ranked[0]
+        rows = []
+        if include_sft:
+            rows.append(_example([*record.messages, {"role": "assistant", "content": best.text}], "sft",
+                                 record.record_id, prov))
+        instruction = instruction_text(record.messages)
+        for worse in ranked[1:]:
+            if best.rating - worse.rating < min_gap:
+                continue
+            for first, second, answer in ((best, worse, token_a), (worse, best, token_b)):
+                user = tpl.render("user", instruction=instruction, response_a=first.text, response_b=second.text)
+                target = tpl.render("target", assistant_prefix=prefix, answer=answer, rationale=record.rationale or "")
+                messages = [{"role": "user", "content": user}, {"role": "assistant", "content": target}]
+                rows.append(_example(messages, "judge", record.record_id, prov))
+        return rows, None
+
+    params = {"min_gap": min_gap, "include_sft": include_sft, "answer_tokens": [token_a, token_b]}
+    return _build(source, out, "build-jsft-data", tpl, params, columns, limit, make)

@@ -1,0 +1,170 @@
+"""SELF-JUDGE arithmetic and the judging call, shared by `judge` and `best-of`.
+
+The verdict comes from the next-token probabilities of the two answer tokens (' A', ' B') after
+a fixed assistant prefix, asked in both presentation orders:
+
+    p_a_ab = P(A) / (P(A) + P(B))   with a shown first   (order AB)
+    p_a_ba = P(B) / (P(A) + P(B))   with a shown second  (order BA)
+    score_a = (p_a_ab + p_a_ba) / 2
+
+Normalising over the two answer tokens makes scores comparable when the model puts mass
+elsewhere. `consistent` means both orders prefer the same response; `margin` = |2 score_a - 1|.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from seftgen.engines.base import Engine, Messages, SamplingConfig
+from seftgen.stages.parsing import parse_verdict
+from seftgen.templates import PromptTemplate, instruction_text
+
+RATIONALE_PARAMS = SamplingConfig(temperature=0.0, max_tokens=256)
+TEXT_VERDICT_PARAMS = SamplingConfig(temperature=0.0, max_tokens=64)
+
+
+@dataclass(frozen=True)
+class PairScore:
+    p_a_ab: float | None
+    p_a_ba: float | None
+    score_a: float | None
+    consistent: bool
+    margin: float | None
+    error: str | None = None
+    raw: str | None = None
+
+    @property
+    def a_wins(self) -> bool:
+        """Ties and failures go to a (first in the pair); callers filter on margin/error."""
+        return self.score_a is None or self.score_a >= 0.5
+
+
+def share(probs: dict[str, float], token: str, other: str) -> float | None:
+    total = probs.get(token, 0.0) + probs.get(other, 0.0)
+    return None if total <= 0 else probs.get(token, 0.0) / total
+
+
+def combine(p_a_ab: float | None, p_a_ba: float | None, raw: str | None = None) -> PairScore:
+    if p_a_ab is None or p_a_ba is None:
+        return PairScore(p_a_ab, p_a_ba, None, False, None, "parse: no answer token in the judge's reply", raw)
+    score = (p_a_ab + p_a_ba) / 2
+    consistent = (p_a_ab > 0.5 and p_a_ba > 0.5) or (p_a_ab < 0.5 and p_a_ba < 0.5)
+    return PairScore(p_a_ab, p_a_ba, score, consistent, abs(2 * score - 1), None, raw)
+
+
+def pair_score(probs_ab: dict[str, float], probs_ba: dict[str, float], tokens: tuple[str, str]) -> PairScore:
+    token_a, token_b = tokens
+    return combine(share(probs_ab, token_a, token_b), share(probs_ba, token_b, token_a))
+
+
+@dataclass
+class Judge:
+    """Judges (prompt, a, b) triples in both orders, with one engine call per order batch."""
+
+    engine: Engine
+    template: PromptTemplate
+    verdict: str = "logprobs"  # or "text" for APIs without logprobs
+
+    @property
+    def tokens(self) -> tuple[str, str]:
+        a, b = self.template.get("answer_tokens", [" A", " B"])
+        return str(a), str(b)
+
+    @property
+    def prefix(self) -> str:
+        return str(self.template.get("assistant_prefix", ""))
+
+    def _prompt(self, messages: Messages, first: str, second: str) -> Messages:
+        user = self.template.render("user", instruction=instruction_text(messages), response_a=first, response_b=second)
+        return [{"role": "user", "content": user}]
+
+    def judge(self, triples: list[tuple[Messages, str, str]]) -> list[PairScore]:
+        """Returns one PairScore per (messages, a, b); an engine failure becomes an error score."""
+        convs = [self._prompt(m, a, b) for m, a, b in triples] + [self._prompt(m, b, a) for m, a, b in triples]
+        k = len(triples)
+        if self.verdict == "text":
+            gens = self.engine.generate(convs, TEXT_VERDICT_PARAMS)
+            out = []
+            for i in range(k):
+                g_ab, g_ba = gens[i], gens[k + i]
+                if g_ab.error or g_ba.error:
+                    out.append(PairScore(None, None, None, False, None, f"engine: {g_ab.error or g_ba.error}"))
+                    continue
+                t_ab, t_ba = g_ab.completions[0].text, g_ba.completions[0].text
+                v_ab, v_ba = parse_verdict(t_ab), parse_verdict(t_ba)
+                raw = json.dumps({"ab": t_ab, "ba": t_ba})
+                out.append(combine(None if v_ab is None else float(v_ab == "A"),
+                                   None if v_ba is None else float(v_ba == "B"), raw))
+            return out
+        raw_rationales: list[str | None] = [None] * len(convs)
+        if self.template.get("rationale", False):
+            # Principle judges explain first; the fixed prefix then follows the rationale.
+            gens = self.engine.generate(convs, RATIONALE_PARAMS)
+            for i, g in enumerate(gens):
+                text = "" if g.error else g.completions[0].text
+                raw_rationales[i] = text.split(self.prefix.strip())[0].strip() if self.prefix else text.strip()
+        prefixed = [
+            [*c, {"role": "assistant", "content": (f"{r}\n\n{self.prefix}" if r else self.prefix)}]
+            for c, r in zip(convs, raw_rationales, strict=True)
+        ]
+        probs = self.engine.next_token_probs(prefixed, self.tokens)
+        out = []
+        for i in range(k):
+            p_ab, p_ba = probs[i], probs[k + i]
+            raw = json.dumps({"ab": raw_rationales[i], "ba": raw_rationales[k + i]}) if raw_rationales[i] is not None else None
+            if p_ab is None or p_ba is None:
+                out.append(PairScore(None, None, None, False, None, "engine: judge call failed", raw))
+                continue
+            score = pair_score(p_ab, p_ba, self.tokens)
+            out.append(PairScore(score.p_a_ab, score.p_a_ba, score.score_a, score.consistent, score.margin,
+                                 score.error, raw))
+        return out
+
+
+@dataclass
+class Bracket:
+    """Single-elimination tournament over candidate indices: shuffle (seeded), pair neighbours,
+    winners advance, the odd one out gets a bye; n - 1 matches in all."""
+
+    alive: list[int]
+    record: list[dict[str, Any]] = field(default_factory=list)
+    round: int = 1
+
+    @classmethod
+    def start(cls, candidates: list[int], rng: random.Random) -> Bracket:
+        order = list(candidates)
+        rng.shuffle(order)
+        return cls(order)
+
+    @property
+    def done(self) -> bool:
+        return len(self.alive) <= 1
+
+    @property
+    def winner(self) -> int:
+        return self.alive[0]
+
+    def matches(self) -> list[tuple[int, int]]:
+        return list(zip(self.alive[0::2], self.alive[1::2], strict=False))
+
+    def advance(self, scores: list[PairScore]) -> None:
+        """Apply this round's results (one per `matches()` entry, score of the first index)."""
+        matches = self.matches()
+        winners = []
+        for (a, b), score in zip(matches, scores, strict=True):
+            win = a if score.a_wins else b
+            winners.append(win)
+            self.record.append({"round": self.round, "a": a, "b": b, "score_a": score.score_a, "winner": win})
+        if len(self.alive) % 2:
+            bye = self.alive[-1]
+            winners.append(bye)
+            self.record.append({"round": self.round, "bye": bye})
+        self.alive = winners
+        self.round += 1
+
+    @property
+    def judgments(self) -> int:
+        return sum(1 for r in self.record if "winner" in r)

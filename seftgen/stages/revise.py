@@ -1,0 +1,243 @@
+"""`seftgen revise`: improve policy samples with the SEFT reviser or the SRT critic.
+
+SEFT: a reviser model (trained with `build-reviser-data`) labels each sample keep / minor / major
+and rewrites it unless it keeps it. SRT: a critic (usually a stronger model behind an API) writes
+feedback with a score and an improved response; then the original and the refinement are scored
+in two SEPARATE calls, and the refinement is kept only if the feedback is complete and the
+refinement scores no lower than the original. Every row is written with its verdict and reason.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from seftgen.engines import EngineSpec
+from seftgen.engines.base import Engine, Generation, SamplingConfig
+from seftgen.io.schema import REVISIONS
+from seftgen.io.store import RunStore, Shard, read_run
+from seftgen.stages.common import StageResult, ensure_engine, finish, provenance
+from seftgen.stages.parsing import feedback_gaps, parse_critic, parse_reviser, parse_score
+from seftgen.stages.runner import iter_run_rows, run_batches, source_info
+from seftgen.templates import PromptTemplate, instruction_text, load_template
+
+SAMPLE_COLUMNS = ["prompt_id", "sample_idx", "messages", "response", "finish_reason", "model", "run_id"]
+
+
+def similarity(a: str, b: str | None) -> float | None:
+    return None if b is None else difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+@dataclass
+class _Setup:
+    engine: Engine
+    store: RunStore
+    template: PromptTemplate
+    params: SamplingConfig
+    todo: Any
+    total: int
+
+
+def _open(samples: str | Path, out: str | Path, engine: Engine | EngineSpec, method: str, template: PromptTemplate,
+          params: SamplingConfig, extra: dict[str, Any], shard: Shard, resume: bool) -> _Setup:
+    source = source_info(samples, "samples")
+    engine = ensure_engine(engine)
+    config = {
+        "method": method,
+        "source": source["path"],
+        "source_run_id": source["run_id"],
+        "model": engine.model,
+        "engine": engine.kind,
+        "template": template.name,
+        "template_hash": template.hash,
+        "params": json.loads(params.to_json()),
+        "seed": engine.seed,
+        **extra,
+    }
+    store = RunStore.open(out, REVISIONS, "revise", config, shard=shard, resume=resume)
+    todo = (
+        r for r in iter_run_rows(samples, shard, SAMPLE_COLUMNS)
+        if (r["prompt_id"], r["sample_idx"]) not in store.done and r["finish_reason"] != "error"
+    )
+    return _Setup(engine, store, template, params, todo, max(source["rows"] - len(store.done), 0))
+
+
+def _base_row(sample: dict[str, Any], method: str, prov: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "prompt_id": sample["prompt_id"],
+        "messages": sample["messages"],
+        "sample_idx": sample["sample_idx"],
+        "method": method,
+        "original": sample["response"],
+        "policy_model": sample["model"],
+        "source_run_id": sample["run_id"],
+        **prov,
+    }
+
+
+def _failure(sample: dict[str, Any], error: str) -> dict[str, Any]:
+    return {"prompt_id": sample["prompt_id"], "sample_idx": sample["sample_idx"], "error": error}
+
+
+def revise_seft(
+    samples: str | Path,
+    out: str | Path,
+    reviser: Engine | EngineSpec,
+    *,
+    template: str = "reviser",
+    params: SamplingConfig = SamplingConfig(temperature=0.0, max_tokens=512),
+    batch_size: int = 256,
+    shard: Shard = Shard(),
+    resume: bool = True,
+) -> StageResult:
+    """Run the SEFT reviser over every sample of the run folder `samples`."""
+    tpl = load_template(template)
+    labels = [str(label) for label in tpl.get("labels", ["keep", "minor", "major"])]
+    s = _open(samples, out, reviser, "seft", tpl, params, {"labels": labels}, shard, resume)
+
+    def process(batch: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+        prompts = [
+            _user(tpl.render("user", instruction=instruction_text(r["messages"]), response=r["response"], labels=labels))
+            for r in batch
+        ]
+        gens = s.engine.generate(prompts, s.params)
+        prov = provenance(s.engine, s.store, tpl.hash, s.params.to_json())
+        rows, failures = [], []
+        for sample, gen in zip(batch, gens, strict=True):
+            if gen.error:
+                failures.append(_failure(sample, gen.error))
+                continue
+            raw = gen.completions[0].text
+            reply = parse_reviser(raw, labels, sample["response"])
+            rows.append({
+                **_base_row(sample, "seft", prov),
+                "revised": reply.revised,
+                "label": reply.label,
+                "similarity": similarity(sample["response"], reply.revised),
+                "kept": reply.error is None,
+                "reason": reply.error,
+                "raw": raw,
+                "prompt_tokens": gen.prompt_tokens,
+                "completion_tokens": gen.completions[0].completion_tokens,
+            })
+        return rows, failures
+
+    result = run_batches(s.store, s.todo, process, engine=s.engine, batch_size=batch_size, total=s.total, label="revise (SEFT)")
+    return finish(s.store, result, revision_summary(read_run(out)))
+
+
+def revise_srt(
+    samples: str | Path,
+    out: str | Path,
+    critic: Engine | EngineSpec,
+    *,
+    template: str = "srt_critic",
+    score_template: str = "srt_score",
+    max_tokens: int = 1024,
+    batch_size: int = 64,
+    shard: Shard = Shard(),
+    resume: bool = True,
+) -> StageResult:
+    """Run the SRT critic (feedback + refinement), then score original and refinement separately."""
+    tpl = load_template(template)
+    scorer = load_template(score_template)
+    required = [str(p) for p in tpl.get("required_feedback_parts", [])]
+    params = SamplingConfig(temperature=float(tpl.get("temperature", 0.0)), max_tokens=max_tokens)
+    score_params = SamplingConfig(temperature=float(scorer.get("temperature", 0.0)), max_tokens=max_tokens)
+    extra = {"score_template": scorer.name, "score_template_hash": scorer.hash, "required_feedback_parts": required,
+             "score_params": json.loads(score_params.to_json())}
+    s = _open(samples, out, critic, "srt", tpl, params, extra, shard, resume)
+    template_id = f"{tpl.hash}+{scorer.hash}"
+    params_json = json.dumps({"critic": json.loads(params.to_json()), "score": extra["score_params"]}, sort_keys=True)
+
+    def score_prompt(sample: dict[str, Any], response: str) -> list[dict[str, str]]:
+        return _user(scorer.render("user", instruction=instruction_text(sample["messages"]), response=response))
+
+    def process(batch: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+        critiques = s.engine.generate(
+            [_user(tpl.render("user", instruction=instruction_text(r["messages"]), response=r["response"])) for r in batch],
+            params,
+        )
+        replies = [parse_critic(g.completions[0].text) if not g.error else None for g in critiques]
+        # Separate scoring calls: the original, and the refinement with no feedback in view.
+        to_score = [(i, text) for i, (r, rep) in enumerate(zip(batch, replies, strict=True)) if rep and rep.refinement
+                    for text in (r["response"], rep.refinement)]
+        scored = s.engine.generate([score_prompt(batch[i], text) for i, text in to_score], score_params) if to_score else []
+        score_gens: dict[int, list[Generation]] = {}
+        for (i, _), gen in zip(to_score, scored, strict=True):
+            score_gens.setdefault(i, []).append(gen)
+        prov = provenance(s.engine, s.store, template_id, params_json)
+        rows, failures = [], []
+        for i, (sample, gen, reply) in enumerate(zip(batch, critiques, replies, strict=True)):
+            pair = score_gens.get(i, [])
+            error = gen.error or next((g.error for g in pair if g.error), None)
+            if error or reply is None:
+                failures.append(_failure(sample, error or "critic call failed"))
+                continue
+            raw = gen.completions[0].text
+            original_score = parse_score(pair[0].completions[0].text) if pair else None
+            revised_score = parse_score(pair[1].completions[0].text) if pair else None
+            reason = reply.error
+            if reason is None:
+                gaps = feedback_gaps(reply.feedback or "", reply.score, required)
+                if gaps:
+                    reason = f"filter: feedback lacks {', '.join(gaps)}"
+                elif original_score is None or revised_score is None:
+                    reason = "parse: no 'Overall Score: [[N]]' in a scoring reply"
+                elif revised_score < original_score:
+                    reason = f"filter: refinement scored {revised_score} < original {original_score}"
+            rows.append({
+                **_base_row(sample, "srt", prov),
+                "revised": reply.refinement,
+                "feedback": reply.feedback,
+                "critic_score": reply.score,
+                "original_score": original_score,
+                "revised_score": revised_score,
+                "similarity": similarity(sample["response"], reply.refinement),
+                "kept": reason is None,
+                "reason": reason,
+                "raw": json.dumps({"critic": raw, "score_original": pair[0].completions[0].text if pair else None,
+                                   "score_revised": pair[1].completions[0].text if pair else None}),
+                "prompt_tokens": gen.prompt_tokens + sum(g.prompt_tokens for g in pair),
+                "completion_tokens": gen.completions[0].completion_tokens
+                + sum(g.completions[0].completion_tokens for g in pair),
+            })
+        return rows, failures
+
+    result = run_batches(s.store, s.todo, process, engine=s.engine, batch_size=batch_size, total=s.total, label="revise (SRT)")
+    return finish(s.store, result, revision_summary(read_run(out)))
+
+
+def revision_summary(df: pl.DataFrame) -> dict[str, Any]:
+    """Counts for the manifest and the dataset card: kept, labels, why rows were not kept."""
+    if df.is_empty():
+        return {"rows": 0}
+    # Bucket reasons so that "scored 4 < original 6" and "scored 3 < original 5" count together.
+    reasons = Counter(re.sub(r"\d+", "N", r) for r in df["reason"].drop_nulls().to_list())
+    summary: dict[str, Any] = {
+        "rows": df.height,
+        "kept": int(df["kept"].sum()),
+        "not_kept_by_reason": dict(reasons.most_common()),
+    }
+    labels = df["label"].drop_nulls()
+    if labels.len():
+        summary["labels"] = dict(Counter(labels.to_list()).most_common())
+    sims = df["similarity"].drop_nulls()
+    if sims.len():
+        summary["mean_similarity"] = round(float(sims.mean()), 4)
+    for col in ("original_score", "revised_score"):
+        values = df[col].drop_nulls()
+        if values.len():
+            summary[f"mean_{col}"] = round(float(values.mean()), 3)
+    return summary

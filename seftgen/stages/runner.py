@@ -1,0 +1,79 @@
+"""The loop every stage runs: take unfinished items in batches, process, write one part each.
+
+Keeping this in one place means every stage gets the same guarantees: atomic part files, resume
+by key, per-row failures that are reported and retried on the next run, usage totals in the
+manifest, and a progress bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import polars as pl
+
+from seftgen.console import stage_progress
+from seftgen.engines.base import Engine
+from seftgen.io.store import RunStore, Shard, load_manifest, part_files
+from seftgen.provenance import shard_of
+from seftgen.stages.common import StageResult, chunked
+
+T = TypeVar("T")
+# process(batch) -> (rows to write, failures to report)
+Processor = Callable[[list[T]], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+
+
+def run_batches(
+    store: RunStore,
+    items: Iterable[T],
+    process: Processor[T],
+    *,
+    engine: Engine | None,
+    batch_size: int,
+    total: int | None,
+    label: str,
+    tokens_of: Callable[[dict[str, Any]], int] = lambda row: row.get("completion_tokens") or 0,
+) -> StageResult:
+    result = StageResult(store.root, resumed=len(store.done))
+    with stage_progress(label, total) as bar:
+        for batch in chunked(items, batch_size):
+            rows, failures = process(batch)
+            result.written += store.write(rows)
+            result.failures.extend(failures)
+            if engine is not None:
+                store.add_totals(engine.take_usage())
+            bar.advance(len(batch), sum(tokens_of(r) for r in rows))
+    return result
+
+
+def iter_run_rows(run_dir: str | Path, shard: Shard = Shard(), columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Rows of a run folder, part by part (memory stays at one part), in this shard."""
+    for part in part_files(run_dir):
+        df = pl.read_parquet(part, columns=columns)
+        if shard.count > 1:
+            df = df.filter(pl.col("prompt_id").map_elements(lambda p: shard_of(p, shard.count), pl.Int64) == shard.index)
+        yield from df.iter_rows(named=True)
+
+
+def iter_prompt_groups(run_dir: str | Path, shard: Shard = Shard()) -> Iterator[list[dict[str, Any]]]:
+    """The samples of each prompt together (a sample run writes whole prompts per part)."""
+    group: list[dict[str, Any]] = []
+    for row in iter_run_rows(run_dir, shard):
+        if group and row["prompt_id"] != group[0]["prompt_id"]:
+            yield group
+            group = []
+        group.append(row)
+    if group:
+        yield group
+
+
+def source_info(run_dir: str | Path, table: str) -> dict[str, Any]:
+    """What a downstream stage records about its input run (and checks: right table, finished)."""
+    from seftgen.errors import UserError
+
+    manifest = load_manifest(run_dir)
+    if manifest["table"] != table:
+        raise UserError(f"expected a '{table}' run, this folder holds '{manifest['table']}'", file=run_dir)
+    return {"path": str(Path(run_dir).resolve()), "run_id": manifest["run_id"], "rows": manifest["rows"],
+            "status": manifest["status"]}

@@ -1,0 +1,112 @@
+"""Shared fixtures: one real vLLM engine and one real `vllm serve` per test session.
+
+Both run the embedded SmolLM2-135M-Instruct on the CPU. The engine fixture uses the default
+EngineSpec, so CLI commands run in-process reuse the same engine from the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_PROMPTS = REPO / "data" / "demo" / "prompts.jsonl"
+DEMO_PREFS = REPO / "data" / "demo" / "preferences.jsonl"
+SERVED_NAME = "demo-served"
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> Path:
+    from seftgen.models import prepare_demo_model
+
+    return prepare_demo_model()
+
+
+@pytest.fixture(scope="session")
+def engine(demo_model: Path):
+    from seftgen.engines import EngineSpec, get_engine
+
+    return get_engine(EngineSpec())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A real `vllm serve` of the demo model on loopback; can be stopped and started again."""
+
+    def __init__(self, model: Path, log: Path) -> None:
+        self.model = model
+        self.port = free_port()
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 600) -> None:
+        cmd = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(self.model), "--served-model-name", SERVED_NAME,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager",
+            "--gpu-memory-utilization", "0.3", "--max-logprobs", "20",
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vllm serve exited early; see {self.log}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(1)
+        raise RuntimeError(f"vllm serve did not come up; see {self.log}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def server(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(demo_model, tmp_path_factory.mktemp("server") / "vllm-serve.log")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def run_cli(*args: str) -> int:
+    """Run `seftgen ARGS` in this process (sharing the session engine); return the exit code."""
+    from seftgen.cli.app import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

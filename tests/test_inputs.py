@@ -1,0 +1,71 @@
+"""Bad input gives one clear line naming file, row and field, exit code 2, and no output folder.
+
+These run through the real CLI entry point; the input is rejected before any model loads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from conftest import run_cli
+from seftgen.io.readers import PromptColumns, iter_prompts
+
+
+def write_jsonl(path: Path, rows: list[object]) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("rows", "extra", "expected"),
+    [
+        ([{"prompt": "hi"}, {"text": "no prompt"}], [], "row 2: field 'prompt': missing column"),
+        ([{"prompt": "hi"}, {"prompt": "   "}], [], "row 2: field 'prompt': empty prompt"),
+        ([{"prompt": 42}], [], "row 1: field 'prompt': expected text, got int"),
+        (["{not json"], [], "row 1: invalid JSON"),
+        ([{"messages": [{"role": "robot", "content": "x"}]}], ["--messages-column", "messages"], "unknown role 'robot'"),
+    ],
+)
+def test_bad_rows_are_named(tmp_path: Path, capsys, rows, extra, expected) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    code = run_cli("sample", src, "-o", out, *extra)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert expected in err and str(src) in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_missing_file_and_unknown_model(tmp_path: Path, capsys) -> None:
+    assert run_cli("sample", tmp_path / "nope.jsonl", "-o", tmp_path / "o") == 2
+    assert "input file does not exist" in capsys.readouterr().err
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "hi"}])
+    assert run_cli("sample", src, "-o", tmp_path / "o", "--model", str(tmp_path / "no-model")) == 2
+    assert "model folder does not exist" in capsys.readouterr().err
+    (tmp_path / "empty-model").mkdir()
+    assert run_cli("sample", src, "-o", tmp_path / "o", "--model", str(tmp_path / "empty-model")) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_readers_agree_across_formats(tmp_path: Path) -> None:
+    rows = [{"prompt": f"question {i}"} for i in range(5)] + [{"prompt": "question 0"}]  # one duplicate
+    jsonl = write_jsonl(tmp_path / "p.jsonl", rows)
+    pl.DataFrame(rows).write_parquet(tmp_path / "p.parquet")
+    import datasets
+
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    ids = [[p.prompt_id for p in iter_prompts(str(s), PromptColumns())] for s in (jsonl, tmp_path / "p.parquet", tmp_path / "ds")]
+    assert ids[0] == ids[1] == ids[2]
+    assert len(ids[0]) == 5  # duplicates collapse onto one stable id
+
+
+def test_messages_column_and_system_prompt(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "m.jsonl", [{"conv": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "old answer"}]}])
+    (prompt,) = iter_prompts(str(src), PromptColumns(messages="conv", system="Be brief."))
+    assert prompt.messages == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]

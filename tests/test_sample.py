@@ -1,0 +1,118 @@
+"""`seftgen sample` on the real vLLM engine (and a real `vllm serve`) with the embedded model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from conftest import DEMO_PROMPTS, SERVED_NAME, run_cli
+from seftgen.engines import EngineSpec
+from seftgen.engines.base import SamplingConfig
+from seftgen.io.schema import SAMPLES
+from seftgen.io.store import Shard, load_manifest, merge_runs, part_files, read_run
+from seftgen.stages.sample import sample
+
+pytestmark = pytest.mark.engine
+FEW = SamplingConfig(n=2, max_tokens=8)
+
+
+def keys(df: pl.DataFrame) -> list[tuple[str, int]]:
+    return list(df.select("prompt_id", "sample_idx").iter_rows())
+
+
+def test_sample_rows_schema_and_provenance(engine, tmp_path: Path) -> None:
+    result = sample(str(DEMO_PROMPTS), tmp_path / "run", engine, params=FEW, limit=4, batch_size=3)
+    df = read_run(tmp_path / "run", "samples")
+    assert df.schema == SAMPLES.schema
+    assert result.written == df.height == 8
+    assert sorted(keys(df)) == sorted({(pid, i) for pid in df["prompt_id"].unique() for i in range(2)})
+    assert df["completion_tokens"].max() <= 8 and df["prompt_tokens"].min() > 0
+    for column in ("model", "engine", "template_hash", "params", "run_id", "created_at", "seed"):
+        assert df[column].null_count() == 0, column
+    assert json.loads(df["params"][0])["max_tokens"] == 8
+    manifest = load_manifest(tmp_path / "run")
+    assert manifest["status"] == "complete" and manifest["rows"] == 8
+    assert manifest["totals"]["completion_tokens"] == df["completion_tokens"].sum()
+    assert len(part_files(tmp_path / "run")) == 2  # 4 prompts in batches of 3
+
+
+def test_resume_regenerates_only_what_is_missing(engine, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    sample(str(DEMO_PROMPTS), run, engine, params=FEW, limit=4, batch_size=2)
+    before = read_run(run)
+    lost = part_files(run)[0]
+    lost_keys = set(keys(pl.read_parquet(lost)))
+    lost.unlink()  # as if that batch had never finished
+    result = sample(str(DEMO_PROMPTS), run, engine, params=FEW, limit=4, batch_size=2)
+    after = read_run(run)
+    assert result.written == len(lost_keys) and result.resumed == before.height - len(lost_keys)
+    assert sorted(keys(after)) == sorted(keys(before))
+    assert len(load_manifest(run)["attempts"]) == 2
+
+
+def test_resume_refuses_other_settings(engine, tmp_path: Path, capsys) -> None:
+    sample(str(DEMO_PROMPTS), tmp_path / "run", engine, params=FEW, limit=2)
+    code = run_cli("sample", DEMO_PROMPTS, "-o", tmp_path / "run", "--limit", "2", "-n", "2", "--max-tokens", "9")
+    assert code == 2
+    assert "cannot resume: settings differ" in capsys.readouterr().err
+
+
+def test_shards_partition_and_merge(engine, tmp_path: Path) -> None:
+    for i in range(2):
+        sample(str(DEMO_PROMPTS), tmp_path / f"s{i}", engine, params=FEW, limit=6, shard=Shard(i, 2))
+    shard_keys = [set(keys(read_run(tmp_path / f"s{i}"))) for i in range(2)]
+    assert not shard_keys[0] & shard_keys[1]
+    manifest = merge_runs([tmp_path / "s0", tmp_path / "s1"], tmp_path / "merged")
+    merged = read_run(tmp_path / "merged")
+    assert set(keys(merged)) == shard_keys[0] | shard_keys[1] and merged.height == 12 == manifest["rows"]
+    with pytest.raises(Exception, match="shards \\[1\\] are missing"):
+        merge_runs([tmp_path / "s0"], tmp_path / "partial")
+
+
+def test_cli_sample_in_process(engine, tmp_path: Path) -> None:
+    code = run_cli("sample", DEMO_PROMPTS, "-o", tmp_path / "cli", "--limit", "3", "-n", "1", "--max-tokens", "8",
+                   "--system", "You are concise.")
+    assert code == 0
+    df = read_run(tmp_path / "cli")
+    assert df.height == 3 and all(m[0]["role"] == "system" for m in df["messages"].to_list())
+
+
+def test_killed_run_resumes_without_loss_or_duplicates(engine, tmp_path: Path) -> None:
+    """A real subprocess is killed with SIGKILL part-way; the rerun completes every row once."""
+    run = tmp_path / "killed"
+    args = ["sample", str(DEMO_PROMPTS), "-o", str(run), "--limit", "10", "-n", "2", "--max-tokens", "48",
+            "--batch-size", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "seftgen.cli.app", *args], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(part_files(run)) < 2 and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_before = len(part_files(run))
+    assert 2 <= finished_before < 10
+    assert not list((run / "parts").glob("*.parquet.*"))  # no half-written part is visible
+    assert run_cli(*args) == 0  # rerun in-process on the same (session) engine settings
+    df = read_run(run)
+    assert df.height == 20
+    assert sorted(keys(df)) == sorted(set(keys(df)))  # exactly once each
+
+
+@pytest.mark.server
+def test_openai_engine_against_vllm_serve(server, engine, tmp_path: Path) -> None:
+    spec = EngineSpec(model=SERVED_NAME, kind="openai", base_url=server.base_url, concurrency=4)
+    result = sample(str(DEMO_PROMPTS), tmp_path / "api", spec, params=FEW, limit=3)
+    api = read_run(tmp_path / "api")
+    local = read_run(sample(str(DEMO_PROMPTS), tmp_path / "local", engine, params=FEW, limit=3).run_dir)
+    assert result.ok and api.schema == local.schema == SAMPLES.schema
+    assert set(keys(api)) == set(keys(local))
+    assert (api["engine"] == "openai").all() and (api["completion_tokens"] > 0).all()
