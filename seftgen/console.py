@@ -21,7 +21,7 @@ from rich.text import Text
 
 from seftgen.errors import UserError
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)  # never break paths mid-word
 
 
 def print_error(err: UserError) -> None:

@@ -88,5 +88,7 @@ def resolve_model(spec: str) -> str:
             raise UserError("not a model folder (no config.json)", file=path)
         return str(path.resolve())
     if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
-        raise UserError("model folder does not exist", file=spec, hint="give a local folder, a hub id ORG/NAME, or 'demo'")
+        raise UserError(
+            "model folder does not exist", file=spec, hint="give a local folder, a hub id ORG/NAME, or 'demo'"
+        )
     return spec  # a hub id: vLLM/transformers download it on the user's machine

@@ -39,7 +39,10 @@ def demo_model() -> Path:
 def engine(demo_model: Path):
     from seftgen.engines import EngineSpec, get_engine
 
-    return get_engine(EngineSpec())
+    yield get_engine(EngineSpec())
+    from seftgen.engines import _close_all
+
+    _close_all()  # while pytest's streams are still open (vLLM logs on shutdown)
 
 
 def free_port() -> int:
@@ -63,11 +66,26 @@ class Server:
 
     def start(self, timeout: float = 600) -> None:
         cmd = [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(self.model), "--served-model-name", SERVED_NAME,
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager",
-            "--gpu-memory-utilization", "0.3", "--max-logprobs", "20",
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.model),
+            "--served-model-name",
+            SERVED_NAME,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dtype",
+            "bfloat16",
+            "--max-model-len",
+            "2048",
+            "--enforce-eager",
+            "--gpu-memory-utilization",
+            "0.3",
+            "--max-logprobs",
+            "20",
         ]
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout
@@ -110,3 +128,14 @@ def run_cli(*args: str) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+@pytest.fixture(scope="session")
+def sample_run(engine, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 demo prompts x 3 samples (3 pairs per prompt, and a bye in each tournament)."""
+    from seftgen.engines.base import SamplingConfig
+    from seftgen.stages.sample import sample
+
+    out = tmp_path_factory.mktemp("shared") / "samples"
+    sample(str(DEMO_PROMPTS), out, engine, params=SamplingConfig(n=3, max_tokens=24), limit=3)
+    return out

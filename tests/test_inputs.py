@@ -10,8 +10,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from conftest import run_cli
+
 from seftgen.io.readers import PromptColumns, iter_prompts
 
 
@@ -27,7 +27,11 @@ def write_jsonl(path: Path, rows: list[object]) -> Path:
         ([{"prompt": "hi"}, {"prompt": "   "}], [], "row 2: field 'prompt': empty prompt"),
         ([{"prompt": 42}], [], "row 1: field 'prompt': expected text, got int"),
         (["{not json"], [], "row 1: invalid JSON"),
-        ([{"messages": [{"role": "robot", "content": "x"}]}], ["--messages-column", "messages"], "unknown role 'robot'"),
+        (
+            [{"messages": [{"role": "robot", "content": "x"}]}],
+            ["--messages-column", "messages"],
+            "unknown role 'robot'",
+        ),
     ],
 )
 def test_bad_rows_are_named(tmp_path: Path, capsys, rows, extra, expected) -> None:
@@ -60,12 +64,35 @@ def test_readers_agree_across_formats(tmp_path: Path) -> None:
     import datasets
 
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
-    ids = [[p.prompt_id for p in iter_prompts(str(s), PromptColumns())] for s in (jsonl, tmp_path / "p.parquet", tmp_path / "ds")]
+    ids = [
+        [p.prompt_id for p in iter_prompts(str(s), PromptColumns())]
+        for s in (jsonl, tmp_path / "p.parquet", tmp_path / "ds")
+    ]
     assert ids[0] == ids[1] == ids[2]
     assert len(ids[0]) == 5  # duplicates collapse onto one stable id
 
 
 def test_messages_column_and_system_prompt(tmp_path: Path) -> None:
-    src = write_jsonl(tmp_path / "m.jsonl", [{"conv": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "old answer"}]}])
+    src = write_jsonl(
+        tmp_path / "m.jsonl",
+        [{"conv": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "old answer"}]}],
+    )
     (prompt,) = iter_prompts(str(src), PromptColumns(messages="conv", system="Be brief."))
     assert prompt.messages == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+
+
+def test_input_is_streamed_not_loaded(tmp_path: Path) -> None:
+    """100k prompts of ~1 KB (100 MB of JSONL): memory holds only the 16-char ids seen so far."""
+    import tracemalloc
+
+    src = tmp_path / "big.jsonl"
+    filler = "x" * 1000
+    with src.open("w") as f:
+        for i in range(100_000):
+            f.write(json.dumps({"prompt": f"{i} {filler}"}) + "\n")
+    tracemalloc.start()
+    count = sum(1 for _ in iter_prompts(str(src), PromptColumns()))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 100_000
+    assert peak < 25 * 2**20, f"peak {peak / 2**20:.1f} MiB for a {src.stat().st_size / 2**20:.0f} MiB input"

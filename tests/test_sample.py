@@ -12,8 +12,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from conftest import DEMO_PROMPTS, SERVED_NAME, run_cli
+
 from seftgen.engines import EngineSpec
 from seftgen.engines.base import SamplingConfig
 from seftgen.io.schema import SAMPLES
@@ -78,8 +78,20 @@ def test_shards_partition_and_merge(engine, tmp_path: Path) -> None:
 
 
 def test_cli_sample_in_process(engine, tmp_path: Path) -> None:
-    code = run_cli("sample", DEMO_PROMPTS, "-o", tmp_path / "cli", "--limit", "3", "-n", "1", "--max-tokens", "8",
-                   "--system", "You are concise.")
+    code = run_cli(
+        "sample",
+        DEMO_PROMPTS,
+        "-o",
+        tmp_path / "cli",
+        "--limit",
+        "3",
+        "-n",
+        "1",
+        "--max-tokens",
+        "8",
+        "--system",
+        "You are concise.",
+    )
     assert code == 0
     df = read_run(tmp_path / "cli")
     assert df.height == 3 and all(m[0]["role"] == "system" for m in df["messages"].to_list())
@@ -88,10 +100,26 @@ def test_cli_sample_in_process(engine, tmp_path: Path) -> None:
 def test_killed_run_resumes_without_loss_or_duplicates(engine, tmp_path: Path) -> None:
     """A real subprocess is killed with SIGKILL part-way; the rerun completes every row once."""
     run = tmp_path / "killed"
-    args = ["sample", str(DEMO_PROMPTS), "-o", str(run), "--limit", "10", "-n", "2", "--max-tokens", "48",
-            "--batch-size", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "seftgen.cli.app", *args], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "sample",
+        str(DEMO_PROMPTS),
+        "-o",
+        str(run),
+        "--limit",
+        "10",
+        "-n",
+        "2",
+        "--max-tokens",
+        "48",
+        "--batch-size",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seftgen.cli.app", *args],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 600
     while time.time() < deadline and len(part_files(run)) < 2 and proc.poll() is None:
         time.sleep(0.2)

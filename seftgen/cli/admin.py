@@ -57,7 +57,9 @@ def schema_cmd() -> None:
 def merge_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Run folders of the shards (same stage and settings).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Merged run folder.")],
-    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Merge even if some shards are missing.")] = False,
+    allow_partial: Annotated[
+        bool, typer.Option("--allow-partial", help="Merge even if some shards are missing.")
+    ] = False,
 ) -> None:
     """Join the shard run folders of one `--shard i/N` run into one run folder."""
     from seftgen.io.store import merge_runs

@@ -9,18 +9,37 @@ import typer
 from seftgen.cli.options import LimitOpt, OutOpt
 from seftgen.cli.report import report
 
-SourceArg = Annotated[str, typer.Argument(help="Preference records: .jsonl, .parquet, a saved dataset folder or a hub id.")]
-PresetOpt = Annotated[str, typer.Option("--preset", help="Record shape: seftgen (prompt, responses[{text, rating}]), ultrafeedback, nectar.")]
+SourceArg = Annotated[
+    str, typer.Argument(help="Preference records: .jsonl, .parquet, a saved dataset folder or a hub id.")
+]
+PresetOpt = Annotated[
+    str,
+    typer.Option("--preset", help="Record shape: seftgen (prompt, responses[{text, rating}]), ultrafeedback, nectar."),
+]
 MAP = "Column mapping (overrides the preset)"
 PromptColOpt = Annotated[str | None, typer.Option("--prompt-column", rich_help_panel=MAP)]
-ResponsesColOpt = Annotated[str | None, typer.Option("--responses-column", help="List of responses.", rich_help_panel=MAP)]
-TextFieldOpt = Annotated[str | None, typer.Option("--text-field", help="Response text field inside each item.", rich_help_panel=MAP)]
-RatingFieldOpt = Annotated[str | None, typer.Option("--rating-field", help="Rating field inside each item.", rich_help_panel=MAP)]
-RationaleColOpt = Annotated[str | None, typer.Option("--rationale-column", help="Judge rationale (principle templates).", rich_help_panel=MAP)]
+ResponsesColOpt = Annotated[
+    str | None, typer.Option("--responses-column", help="List of responses.", rich_help_panel=MAP)
+]
+TextFieldOpt = Annotated[
+    str | None, typer.Option("--text-field", help="Response text field inside each item.", rich_help_panel=MAP)
+]
+RatingFieldOpt = Annotated[
+    str | None, typer.Option("--rating-field", help="Rating field inside each item.", rich_help_panel=MAP)
+]
+RationaleColOpt = Annotated[
+    str | None, typer.Option("--rationale-column", help="Judge rationale (principle templates).", rich_help_panel=MAP)
+]
 
 
-def _columns(preset: str, prompt: str | None, responses: str | None, text: str | None, rating: str | None,
-             rationale: str | None = None):
+def _columns(
+    preset: str,
+    prompt: str | None,
+    responses: str | None,
+    text: str | None,
+    rating: str | None,
+    rationale: str | None = None,
+):
     from seftgen.io.preferences import columns_for
 
     return columns_for(preset, prompt=prompt, responses=responses, text=text, rating=rating, rationale=rationale)
@@ -30,10 +49,18 @@ def build_reviser_data_cmd(
     source: SourceArg,
     out: OutOpt,
     preset: PresetOpt = "seftgen",
-    keep_min_rating: Annotated[float, typer.Option("--keep-min-rating", help="A response rated at least this becomes a keep example.")] = 8.0,
-    min_target_rating: Annotated[float, typer.Option("--min-target-rating", help="Never rewrite towards a response rated below this.")] = 7.0,
-    minor_gap: Annotated[float, typer.Option("--minor-gap", help="Rating gap (best - weak) from which a pair is a minor revision.")] = 1.0,
-    major_gap: Annotated[float, typer.Option("--major-gap", help="Rating gap from which a pair is a major revision.")] = 4.0,
+    keep_min_rating: Annotated[
+        float, typer.Option("--keep-min-rating", help="A response rated at least this becomes a keep example.")
+    ] = 8.0,
+    min_target_rating: Annotated[
+        float, typer.Option("--min-target-rating", help="Never rewrite towards a response rated below this.")
+    ] = 7.0,
+    minor_gap: Annotated[
+        float, typer.Option("--minor-gap", help="Rating gap (best - weak) from which a pair is a minor revision.")
+    ] = 1.0,
+    major_gap: Annotated[
+        float, typer.Option("--major-gap", help="Rating gap from which a pair is a major revision.")
+    ] = 4.0,
     template: Annotated[str, typer.Option("--template")] = "reviser",
     limit: LimitOpt = None,
     prompt_column: PromptColOpt = None,
@@ -56,8 +83,12 @@ def build_reviser_data_cmd(
     if major_gap < minor_gap:
         raise typer.BadParameter("--major-gap must be at least --minor-gap")
     result = build_reviser_data(
-        source, out, columns=_columns(preset, prompt_column, responses_column, text_field, rating_field),
-        labels=RevisionLabels(keep_min_rating, min_target_rating, minor_gap, major_gap), template=template, limit=limit,
+        source,
+        out,
+        columns=_columns(preset, prompt_column, responses_column, text_field, rating_field),
+        labels=RevisionLabels(keep_min_rating, min_target_rating, minor_gap, major_gap),
+        template=template,
+        limit=limit,
     )
     report(result, "build-reviser-data")
 
@@ -66,8 +97,16 @@ def build_jsft_data_cmd(
     source: SourceArg,
     out: OutOpt,
     preset: PresetOpt = "seftgen",
-    template: Annotated[str, typer.Option("--template", help="judge_general, or a principle judge (judge_helpfulness, judge_harmlessness) that needs rationales.")] = "judge_general",
-    min_gap: Annotated[float, typer.Option("--min-gap", help="Only pair responses whose ratings differ by at least this.")] = 1.0,
+    template: Annotated[
+        str,
+        typer.Option(
+            "--template",
+            help="judge_general, or a principle judge (judge_helpfulness, judge_harmlessness) that needs rationales.",
+        ),
+    ] = "judge_general",
+    min_gap: Annotated[
+        float, typer.Option("--min-gap", help="Only pair responses whose ratings differ by at least this.")
+    ] = 1.0,
     sft: Annotated[bool, typer.Option("--sft/--no-sft", help="Also emit the best response as an SFT example.")] = True,
     limit: LimitOpt = None,
     prompt_column: PromptColOpt = None,
@@ -80,9 +119,13 @@ def build_jsft_data_cmd(
     from seftgen.stages.build_data import build_jsft_data
 
     result = build_jsft_data(
-        source, out,
+        source,
+        out,
         columns=_columns(preset, prompt_column, responses_column, text_field, rating_field, rationale_column),
-        template=template, min_gap=min_gap, include_sft=sft, limit=limit,
+        template=template,
+        min_gap=min_gap,
+        include_sft=sft,
+        limit=limit,
     )
     report(result, "build-jsft-data")
 

@@ -32,10 +32,20 @@ from seftgen.io.store import Shard
 
 @with_engine_options
 def sample_cmd(
-    source: Annotated[str, typer.Argument(help="Prompts: .jsonl, .parquet, a saved dataset folder, or a hub dataset id (org/name[:split]).")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="Prompts: .jsonl, .parquet, a saved dataset folder, or a hub dataset id (org/name[:split])."
+        ),
+    ],
     out: OutOpt,
-    prompt_column: Annotated[str, typer.Option("--prompt-column", help="Column with the prompt as plain text.")] = "prompt",
-    messages_column: Annotated[str | None, typer.Option("--messages-column", help="Column with the prompt as chat messages (overrides --prompt-column).")] = None,
+    prompt_column: Annotated[
+        str, typer.Option("--prompt-column", help="Column with the prompt as plain text.")
+    ] = "prompt",
+    messages_column: Annotated[
+        str | None,
+        typer.Option("--messages-column", help="Column with the prompt as chat messages (overrides --prompt-column)."),
+    ] = None,
     system: Annotated[str | None, typer.Option("--system", help="System prompt to put before each prompt.")] = None,
     n: NOpt = 2,
     temperature: TemperatureOpt = 1.0,
@@ -76,17 +86,29 @@ def sample_cmd(
 
 
 SamplesArg = Annotated[Path, typer.Argument(help="Run folder written by `seftgen sample`.")]
-TemplateOpt = Annotated[str | None, typer.Option("--template", help="Template name (see `seftgen templates list`) or YAML file.")]
+TemplateOpt = Annotated[
+    str | None, typer.Option("--template", help="Template name (see `seftgen templates list`) or YAML file.")
+]
 
 
 @with_engine_options
 def revise_cmd(
     samples: SamplesArg,
     out: OutOpt,
-    reviser: Annotated[str | None, typer.Option("--reviser", help="SEFT: the reviser model ('demo', folder or hub id; --engine openai for a served one).")] = None,
-    critic: Annotated[str | None, typer.Option("--critic", help="SRT: the critic's engine, 'openai' (with --base-url and --model) or 'vllm'.")] = None,
+    reviser: Annotated[
+        str | None,
+        typer.Option(
+            "--reviser", help="SEFT: the reviser model ('demo', folder or hub id; --engine openai for a served one)."
+        ),
+    ] = None,
+    critic: Annotated[
+        str | None,
+        typer.Option("--critic", help="SRT: the critic's engine, 'openai' (with --base-url and --model) or 'vllm'."),
+    ] = None,
     template: TemplateOpt = None,
-    score_template: Annotated[str, typer.Option("--score-template", help="SRT: template of the separate scoring calls.")] = "srt_score",
+    score_template: Annotated[
+        str, typer.Option("--score-template", help="SRT: template of the separate scoring calls.")
+    ] = "srt_score",
     max_tokens: MaxTokensOpt = 512,
     batch_size: BatchSizeOpt = 64,
     shard: ShardOpt = None,
@@ -113,17 +135,38 @@ def revise_cmd(
     if (reviser is None) == (critic is None):
         raise UserError("give exactly one of --reviser MODEL (SEFT) or --critic ENGINE (SRT)")
     if reviser is not None:
-        result = revise_seft(samples, out, replace(spec, model=reviser), template=template or "reviser",
-                             params=SamplingConfig(temperature=0.0, max_tokens=max_tokens),
-                             batch_size=batch_size, shard=Shard.parse(shard), resume=resume)
+        result = revise_seft(
+            samples,
+            out,
+            replace(spec, model=reviser),
+            template=template or "reviser",
+            params=SamplingConfig(temperature=0.0, max_tokens=max_tokens),
+            batch_size=batch_size,
+            shard=Shard.parse(shard),
+            resume=resume,
+        )
     else:
-        result = revise_srt(samples, out, replace(spec, kind=str(critic)), template=template or "srt_critic",
-                            score_template=score_template, max_tokens=max_tokens, batch_size=batch_size,
-                            shard=Shard.parse(shard), resume=resume)
+        result = revise_srt(
+            samples,
+            out,
+            replace(spec, kind=str(critic)),
+            template=template or "srt_critic",
+            score_template=score_template,
+            max_tokens=max_tokens,
+            batch_size=batch_size,
+            shard=Shard.parse(shard),
+            resume=resume,
+        )
     report(result, "revise")
 
 
-VerdictOpt = Annotated[str, typer.Option("--verdict", help="'logprobs' (next-token probabilities of the answer tokens) or 'text' (parse the reply; for APIs without logprobs).")]
+VerdictOpt = Annotated[
+    str,
+    typer.Option(
+        "--verdict",
+        help="'logprobs' (probabilities of the answer tokens) or 'text' (parse the reply; APIs without logprobs).",
+    ),
+]
 
 
 @with_engine_options
@@ -132,8 +175,13 @@ def judge_cmd(
     out: OutOpt,
     template: TemplateOpt = None,
     verdict: VerdictOpt = "logprobs",
-    min_margin: Annotated[float, typer.Option("--min-margin", min=0.0, max=1.0, help="Keep pairs whose margin |2*score_a-1| is at least this.")] = 0.0,
-    require_consistent: Annotated[bool, typer.Option("--require-consistent", help="Keep only pairs both orders agree on.")] = False,
+    min_margin: Annotated[
+        float,
+        typer.Option("--min-margin", min=0.0, max=1.0, help="Keep pairs whose margin |2*score_a-1| is at least this."),
+    ] = 0.0,
+    require_consistent: Annotated[
+        bool, typer.Option("--require-consistent", help="Keep only pairs both orders agree on.")
+    ] = False,
     batch_size: BatchSizeOpt = 64,
     shard: ShardOpt = None,
     resume: ResumeOpt = True,
@@ -152,9 +200,18 @@ def judge_cmd(
     """
     from seftgen.stages.judge import judge_pairs
 
-    result = judge_pairs(samples, out, spec, template=template or "judge_general", verdict=verdict,
-                         min_margin=min_margin, require_consistent=require_consistent, batch_size=batch_size,
-                         shard=Shard.parse(shard), resume=resume)
+    result = judge_pairs(
+        samples,
+        out,
+        spec,
+        template=template or "judge_general",
+        verdict=verdict,
+        min_margin=min_margin,
+        require_consistent=require_consistent,
+        batch_size=batch_size,
+        shard=Shard.parse(shard),
+        resume=resume,
+    )
     report(result, "judge")
 
 
@@ -179,8 +236,17 @@ def best_of_cmd(
     """
     from seftgen.stages.judge import best_of
 
-    result = best_of(samples, out, spec, template=template or "judge_general", verdict=verdict,
-                     seed=tournament_seed, batch_size=batch_size, shard=Shard.parse(shard), resume=resume)
+    result = best_of(
+        samples,
+        out,
+        spec,
+        template=template or "judge_general",
+        verdict=verdict,
+        seed=tournament_seed,
+        batch_size=batch_size,
+        shard=Shard.parse(shard),
+        resume=resume,
+    )
     report(result, "best-of")
 
 

@@ -18,35 +18,112 @@ ENGINE = "Engine"
 SAMPLING = "Sampling"
 RUN = "Run"
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="'demo' (embedded SmolLM2), a local HF folder, or a hub id; with --engine openai, the served model name.", rich_help_panel=ENGINE)]
-EngineOpt = Annotated[str, typer.Option("--engine", help="'vllm' (offline, in process) or 'openai' (any OpenAI-compatible server).", rich_help_panel=ENGINE)]
-BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.", rich_help_panel=ENGINE)]
-ApiKeyEnvOpt = Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the API key.", rich_help_panel=ENGINE)]
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="'demo' (embedded SmolLM2), a local HF folder, or a hub id; with --engine openai, the served model name.",
+        rich_help_panel=ENGINE,
+    ),
+]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="'vllm' (offline, in process) or 'openai' (any OpenAI-compatible server).",
+        rich_help_panel=ENGINE,
+    ),
+]
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.", rich_help_panel=ENGINE
+    ),
+]
+ApiKeyEnvOpt = Annotated[
+    str, typer.Option("--api-key-env", help="Environment variable holding the API key.", rich_help_panel=ENGINE)
+]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="vLLM weight dtype.", rich_help_panel=ENGINE)]
 MaxModelLenOpt = Annotated[int, typer.Option("--max-model-len", help="vLLM context length.", rich_help_panel=ENGINE)]
-MemoryShareOpt = Annotated[float, typer.Option("--memory-share", help="vLLM gpu_memory_utilization (on CPU: share of RAM for the KV cache).", rich_help_panel=ENGINE)]
-TensorParallelOpt = Annotated[int, typer.Option("--tensor-parallel", help="vLLM tensor parallel size (GPUs per model).", rich_help_panel=ENGINE)]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Engine-level seed, recorded in every row.", rich_help_panel=ENGINE)]
-ChatTemplateOpt = Annotated[Path | None, typer.Option("--chat-template", help="Jinja chat template file; default: the tokenizer's.", rich_help_panel=ENGINE)]
-ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="API engine: requests in flight.", rich_help_panel=ENGINE)]
-RpmOpt = Annotated[float | None, typer.Option("--rpm", help="API engine: requests per minute limit.", rich_help_panel=ENGINE)]
-TpmOpt = Annotated[float | None, typer.Option("--tpm", help="API engine: tokens per minute limit.", rich_help_panel=ENGINE)]
-RetriesOpt = Annotated[int, typer.Option("--max-retries", help="API engine: retries per request (exponential backoff).", rich_help_panel=ENGINE)]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="API engine: seconds per request.", rich_help_panel=ENGINE)]
-PriceInOpt = Annotated[float, typer.Option("--price-in", help="API engine: USD per million prompt tokens, for cost totals.", rich_help_panel=ENGINE)]
-PriceOutOpt = Annotated[float, typer.Option("--price-out", help="API engine: USD per million completion tokens.", rich_help_panel=ENGINE)]
+MemoryShareOpt = Annotated[
+    float,
+    typer.Option(
+        "--memory-share",
+        help="vLLM gpu_memory_utilization (on CPU: share of RAM for the KV cache).",
+        rich_help_panel=ENGINE,
+    ),
+]
+TensorParallelOpt = Annotated[
+    int, typer.Option("--tensor-parallel", help="vLLM tensor parallel size (GPUs per model).", rich_help_panel=ENGINE)
+]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", help="Engine-level seed, recorded in every row.", rich_help_panel=ENGINE)
+]
+ChatTemplateOpt = Annotated[
+    Path | None,
+    typer.Option("--chat-template", help="Jinja chat template file; default: the tokenizer's.", rich_help_panel=ENGINE),
+]
+ConcurrencyOpt = Annotated[
+    int, typer.Option("--concurrency", help="API engine: requests in flight.", rich_help_panel=ENGINE)
+]
+RpmOpt = Annotated[
+    float | None, typer.Option("--rpm", help="API engine: requests per minute limit.", rich_help_panel=ENGINE)
+]
+TpmOpt = Annotated[
+    float | None, typer.Option("--tpm", help="API engine: tokens per minute limit.", rich_help_panel=ENGINE)
+]
+RetriesOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-retries", help="API engine: retries per request (exponential backoff).", rich_help_panel=ENGINE
+    ),
+]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", help="API engine: seconds per request.", rich_help_panel=ENGINE)
+]
+PriceInOpt = Annotated[
+    float,
+    typer.Option(
+        "--price-in", help="API engine: USD per million prompt tokens, for cost totals.", rich_help_panel=ENGINE
+    ),
+]
+PriceOutOpt = Annotated[
+    float, typer.Option("--price-out", help="API engine: USD per million completion tokens.", rich_help_panel=ENGINE)
+]
 
 NOpt = Annotated[int, typer.Option("-n", help="Samples per prompt.", min=1, rich_help_panel=SAMPLING)]
 TemperatureOpt = Annotated[float, typer.Option("--temperature", "-t", min=0.0, rich_help_panel=SAMPLING)]
 TopPOpt = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, rich_help_panel=SAMPLING)]
-MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", min=1, help="Tokens generated per response.", rich_help_panel=SAMPLING)]
-StopOpt = Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).", rich_help_panel=SAMPLING)]
+MaxTokensOpt = Annotated[
+    int, typer.Option("--max-tokens", min=1, help="Tokens generated per response.", rich_help_panel=SAMPLING)
+]
+StopOpt = Annotated[
+    list[str] | None, typer.Option("--stop", help="Stop string (repeatable).", rich_help_panel=SAMPLING)
+]
 
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder to write (parts/*.parquet + manifest.json).", rich_help_panel=RUN)]
-ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Skip rows already in --out (same settings only).", rich_help_panel=RUN)]
-ShardOpt = Annotated[str | None, typer.Option("--shard", help="Take shard i of N (i/N) of the input, split by prompt id; join with `seftgen merge`.", rich_help_panel=RUN)]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per engine call and per part file.", rich_help_panel=RUN)]
-LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N prompts.", rich_help_panel=RUN)]
+OutOpt = Annotated[
+    Path,
+    typer.Option("--out", "-o", help="Run folder to write (parts/*.parquet + manifest.json).", rich_help_panel=RUN),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option("--resume/--no-resume", help="Skip rows already in --out (same settings only).", rich_help_panel=RUN),
+]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="Take shard i of N (i/N) of the input, split by prompt id; join with `seftgen merge`.",
+        rich_help_panel=RUN,
+    ),
+]
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Prompts per engine call and per part file.", rich_help_panel=RUN)
+]
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", min=1, help="Use only the first N prompts.", rich_help_panel=RUN)
+]
 
 
 # (name, annotated type, default) of every engine option, in --help order.

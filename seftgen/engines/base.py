@@ -78,7 +78,9 @@ class Engine(ABC):
         message is a prefix the model continues instead of a finished turn."""
 
     @abstractmethod
-    def next_token_probs(self, conversations: list[Messages], candidates: tuple[str, ...]) -> list[dict[str, float] | None]:
+    def next_token_probs(
+        self, conversations: list[Messages], candidates: tuple[str, ...]
+    ) -> list[dict[str, float] | None]:
         """For each conversation ending in an assistant prefix: the probability of each candidate
         string as the very next token (0.0 when outside the top 20), or None if the call failed."""
 

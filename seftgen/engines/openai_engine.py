@@ -11,6 +11,7 @@ import asyncio
 import math
 import os
 import random
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -55,25 +56,49 @@ class OpenAIEngine(Engine):
         self.price_in, self.price_out = price_in, price_out  # USD per million tokens
         self.seed = seed
         self.chat_template = None  # the server applies its own; recorded as 'none'
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._async_client: Any = None
+        self._limiter = RateLimiter(rpm, tpm)  # shared by every batch, so limits hold across batches
 
     # -- one batch -------------------------------------------------------------------------------
-    def _run(self, jobs: list[Callable[[Any], Awaitable[T]]]) -> list[T | BaseException]:
-        async def main() -> list[T | BaseException]:
+    # One event loop thread and one AsyncOpenAI client live as long as the engine, so HTTP
+    # connections are reused across batches (a fresh client per batch reconnects every time).
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self._event_loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="seftgen-openai", daemon=True).start()
+            self._event_loop = loop
+        return self._event_loop
+
+    def _client(self) -> Any:
+        if self._async_client is None:
             from openai import AsyncOpenAI
 
-            limiter = RateLimiter(self.rpm, self.tpm)
-            gate = asyncio.Semaphore(self.concurrency)
-            async with AsyncOpenAI(
+            self._async_client = AsyncOpenAI(
                 base_url=self.base_url, api_key=self.api_key, max_retries=0, timeout=self.timeout
-            ) as client:
+            )
+        return self._async_client
 
-                async def guarded(job: Callable[[Any], Awaitable[T]]) -> T:
-                    async with gate:
-                        return await self._with_retries(lambda: job(client), limiter)
+    def _run(self, jobs: list[Callable[[Any], Awaitable[T]]]) -> list[T | BaseException]:
+        async def main() -> list[T | BaseException]:
+            client = self._client()
+            gate = asyncio.Semaphore(self.concurrency)
 
-                return await asyncio.gather(*(guarded(j) for j in jobs), return_exceptions=True)
+            async def guarded(job: Callable[[Any], Awaitable[T]]) -> T:
+                async with gate:
+                    return await self._with_retries(lambda: job(client), self._limiter)
 
-        return asyncio.run(main())
+            return await asyncio.gather(*(guarded(j) for j in jobs), return_exceptions=True)
+
+        return asyncio.run_coroutine_threadsafe(main(), self._loop()).result()
+
+    def close(self) -> None:
+        loop, client = self._event_loop, self._async_client
+        if loop is not None:
+            if client is not None:
+                asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=10)
+            loop.call_soon_threadsafe(loop.stop)
+        self._event_loop = self._async_client = None
 
     async def _with_retries(self, call: Callable[[], Awaitable[T]], limiter: RateLimiter) -> T:
         import openai
@@ -86,8 +111,12 @@ class OpenAIEngine(Engine):
                 return await call()
             except openai.BadRequestError:
                 raise  # our request is wrong: retrying will not help
-            except (openai.RateLimitError, openai.APIConnectionError, openai.APITimeoutError,
-                    openai.InternalServerError) as exc:
+            except (
+                openai.RateLimitError,
+                openai.APIConnectionError,
+                openai.APITimeoutError,
+                openai.InternalServerError,
+            ) as exc:
                 if attempt >= self.max_retries:
                     raise
                 delay = self.backoff * 2**attempt * (1 + random.random() / 2)
@@ -144,7 +173,9 @@ class OpenAIEngine(Engine):
             )
         return results
 
-    def next_token_probs(self, conversations: list[Messages], candidates: tuple[str, ...]) -> list[dict[str, float] | None]:
+    def next_token_probs(
+        self, conversations: list[Messages], candidates: tuple[str, ...]
+    ) -> list[dict[str, float] | None]:
         def job(messages: Messages) -> Callable[[Any], Awaitable[Any]]:
             return lambda client: client.chat.completions.create(
                 model=self.model,

@@ -15,7 +15,7 @@ class RateLimiter:
         self._tok_tokens = float(tpm or 0)
         self._last = time.monotonic()
         self._resume_at = 0.0
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None  # made on first use, inside the engine's event loop
 
     def _refill(self, now: float) -> None:
         elapsed = now - self._last
@@ -29,6 +29,8 @@ class RateLimiter:
         """Wait for the cool-down and for one request (and `tokens` tokens) of budget."""
         if not (self.rpm or self.tpm or self._resume_at):
             return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
         async with self._lock:
             while True:
                 now = time.monotonic()

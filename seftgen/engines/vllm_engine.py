@@ -70,9 +70,7 @@ class VLLMEngine(Engine):
         )
         results = []
         for out in self._chat(conversations, sampling, continue_final):
-            completions = [
-                Completion(c.text, c.finish_reason or "stop", len(c.token_ids)) for c in out.outputs
-            ]
+            completions = [Completion(c.text, c.finish_reason or "stop", len(c.token_ids)) for c in out.outputs]
             gen = Generation(len(out.prompt_token_ids or []), completions)
             self.usage.prompt_tokens += gen.prompt_tokens
             self.usage.completion_tokens += sum(c.completion_tokens for c in completions)
@@ -84,10 +82,14 @@ class VLLMEngine(Engine):
         """The single vocabulary id of an answer token such as ' A', from this model's tokenizer."""
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         if len(ids) != 1:
-            raise UserError(f"judge answer {text!r} is {len(ids)} tokens for {self.model}; choose labels that are one token")
+            raise UserError(
+                f"judge answer {text!r} is {len(ids)} tokens for {self.model}; choose labels that are one token"
+            )
         return ids[0]
 
-    def next_token_probs(self, conversations: list[Messages], candidates: tuple[str, ...]) -> list[dict[str, float] | None]:
+    def next_token_probs(
+        self, conversations: list[Messages], candidates: tuple[str, ...]
+    ) -> list[dict[str, float] | None]:
         from vllm import SamplingParams
 
         ids = {cand: self.token_id(cand) for cand in candidates}

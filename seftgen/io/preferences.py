@@ -32,10 +32,19 @@ class PreferenceColumns:
 
 PRESETS: dict[str, PreferenceColumns] = {
     "seftgen": PreferenceColumns(),
-    "ultrafeedback": PreferenceColumns(prompt="instruction", responses="completions", text="response",
-                                       rating="overall_score", id=None, rationale=None),
-    "nectar": PreferenceColumns(prompt="prompt", responses="answers", text="answer", rating="rank", id=None,
-                                rationale=None, higher_is_better=False, turns_format="human-assistant"),
+    "ultrafeedback": PreferenceColumns(
+        prompt="instruction", responses="completions", text="response", rating="overall_score", id=None, rationale=None
+    ),
+    "nectar": PreferenceColumns(
+        prompt="prompt",
+        responses="answers",
+        text="answer",
+        rating="rank",
+        id=None,
+        rationale=None,
+        higher_is_better=False,
+        turns_format="human-assistant",
+    ),
 }
 
 
@@ -78,12 +87,10 @@ def _human_assistant(text: str) -> list[dict[str, str]]:
 
 
 def iter_preferences(source: str, cols: PreferenceColumns, limit: int | None = None) -> Iterator[PreferenceRecord]:
-    count = 0
-    for row, record in iter_rows(source):
+    for count, (row, record) in enumerate(iter_rows(source)):
         if limit is not None and count >= limit:
             return
         yield _record(record, cols, source, row)
-        count += 1
 
 
 def _record(record: dict[str, Any], cols: PreferenceColumns, source: str, row: int) -> PreferenceRecord:

@@ -87,8 +87,7 @@ def _iter_datasets_disk(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if isinstance(loaded, datasets.DatasetDict):
         split = "train" if "train" in loaded else next(iter(loaded))
         loaded = loaded[split]
-    for number, record in enumerate(loaded, start=1):
-        yield number, record
+    yield from enumerate(loaded, start=1)
 
 
 def _iter_hub(dataset_id: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -100,8 +99,7 @@ def _iter_hub(dataset_id: str) -> Iterator[tuple[int, dict[str, Any]]]:
         stream = datasets.load_dataset(name, split=split or "train", streaming=True)
     except Exception as exc:  # network, auth or missing dataset: all user-facing
         raise UserError(f"cannot load dataset ({exc})", file=dataset_id) from exc
-    for number, record in enumerate(stream, start=1):
-        yield number, record
+    yield from enumerate(stream, start=1)
 
 
 @dataclass(frozen=True)

@@ -128,8 +128,7 @@ class RunStore:
                 raise UserError(f"output folder holds a '{manifest['stage']}' run", file=root)
             if manifest["config_hash"] != config_hash or manifest["shard"] != shard.__dict__:
                 changed = sorted(
-                    k for k in set(config) | set(manifest["config"])
-                    if config.get(k) != manifest["config"].get(k)
+                    k for k in set(config) | set(manifest["config"]) if config.get(k) != manifest["config"].get(k)
                 ) or ["shard"]
                 raise UserError(
                     f"cannot resume: settings differ from the run in this folder ({', '.join(changed)})",
@@ -218,7 +217,7 @@ def merge_runs(run_dirs: list[str | Path], out: str | Path, allow_partial: bool 
         raise UserError("give at least one run folder to merge")
     manifests = [load_manifest(d) for d in run_dirs]
     first = manifests[0]
-    for d, m in zip(run_dirs, manifests):
+    for d, m in zip(run_dirs, manifests, strict=True):
         if m["table"] != first["table"] or m["config_hash"] != first["config_hash"]:
             raise UserError("run settings differ from the first folder's; only shards of one run merge", file=d)
     counts = {m["shard"]["count"] for m in manifests}
@@ -256,7 +255,7 @@ def merge_runs(run_dirs: list[str | Path], out: str | Path, allow_partial: bool 
         "summary": {},
         "merged_from": [
             {"path": str(Path(d).resolve()), "run_id": m["run_id"], "shard": m["shard"], "rows": m["rows"]}
-            for d, m in zip(run_dirs, manifests)
+            for d, m in zip(run_dirs, manifests, strict=True)
         ],
     }
     write_json_atomic(out / MANIFEST, manifest)

@@ -56,10 +56,26 @@ def _example(messages: list[dict[str, str]], kind: str, source_id: str, prov: di
     return {"example_id": stable_hash(messages), "messages": messages, "kind": kind, "source_id": source_id, **prov}
 
 
-def _build(source: str, out: str | Path, stage: str, template: PromptTemplate, params: dict[str, Any],
-           cols: PreferenceColumns, limit: int | None, make) -> StageResult:
-    config = {"source": str(Path(source).resolve()) if Path(source).exists() else source, "columns": asdict(cols),
-              "template": template.name, "template_hash": template.hash, "params": params, "limit": limit}
+def _build(
+    source: str,
+    out: str | Path,
+    stage: str,
+    template: PromptTemplate,
+    params: dict[str, Any],
+    cols: PreferenceColumns,
+    limit: int | None,
+    make,
+) -> StageResult:
+    config = {
+        "source": str(Path(source).resolve()) if Path(source).exists() else source,
+        "columns": asdict(cols),
+        "template": template.name,
+        "template_hash": template.hash,
+        "params": params,
+        "limit": limit,
+    }
+    for _ in iter_preferences(source, cols, limit):  # validate every record before writing anything
+        pass
     store = RunStore.open(out, SFT, stage, config)
     result = StageResult(Path(out), resumed=len(store.done))
     prov = _provenance(store, source, template, params)
@@ -73,8 +89,15 @@ def _build(source: str, out: str | Path, stage: str, template: PromptTemplate, p
                 skipped[why] += 1
         result.written += store.write(rows)
     df = read_run(out)
-    return finish(store, result, {"examples": df.height, "by_kind": dict(Counter(df["kind"].to_list()).most_common()),
-                                  "records_skipped": dict(skipped)})
+    return finish(
+        store,
+        result,
+        {
+            "examples": df.height,
+            "by_kind": dict(Counter(df["kind"].to_list()).most_common()),
+            "records_skipped": dict(skipped),
+        },
+    )
 
 
 def build_reviser_data(
@@ -100,7 +123,10 @@ def build_reviser_data(
 
         def example(response: str, label: str, revised: str) -> dict[str, Any]:
             messages = [
-                {"role": "user", "content": tpl.render("user", instruction=instruction, response=response, labels=names)},
+                {
+                    "role": "user",
+                    "content": tpl.render("user", instruction=instruction, response=response, labels=names),
+                },
                 {"role": "assistant", "content": tpl.render("target", label=label, revised=revised)},
             ]
             return _example(messages, label, record.record_id, prov)
@@ -142,8 +168,9 @@ def build_jsft_data(
         best = ranked[0]
         rows = []
         if include_sft:
-            rows.append(_example([*record.messages, {"role": "assistant", "content": best.text}], "sft",
-                                 record.record_id, prov))
+            rows.append(
+                _example([*record.messages, {"role": "assistant", "content": best.text}], "sft", record.record_id, prov)
+            )
         instruction = instruction_text(record.messages)
         for worse in ranked[1:]:
             if best.rating - worse.rating < min_gap:

@@ -29,17 +29,34 @@ from seftgen.templates import load_template
 Group = list[dict[str, Any]]
 
 
-def _open(samples: str | Path, out: str | Path, engine: Engine | EngineSpec, table: Table, stage: str,
-          template: str, verdict: str, extra: dict[str, Any], shard: Shard, resume: bool) -> tuple[Judge, RunStore, dict]:
+def _open(
+    samples: str | Path,
+    out: str | Path,
+    engine: Engine | EngineSpec,
+    table: Table,
+    stage: str,
+    template: str,
+    verdict: str,
+    extra: dict[str, Any],
+    shard: Shard,
+    resume: bool,
+) -> tuple[Judge, RunStore, dict]:
     if verdict not in ("logprobs", "text"):
         raise UserError(f"--verdict must be logprobs or text, got {verdict!r}")
     source = source_info(samples, "samples")
     tpl = load_template(template)
     judge = Judge(ensure_engine(engine), tpl, verdict)
     params = {"verdict": verdict, "answer_tokens": list(judge.tokens), "assistant_prefix": judge.prefix, **extra}
-    config = {"source": source["path"], "source_run_id": source["run_id"], "model": judge.engine.model,
-              "engine": judge.engine.kind, "template": tpl.name, "template_hash": tpl.hash, "params": params,
-              "seed": judge.engine.seed}
+    config = {
+        "source": source["path"],
+        "source_run_id": source["run_id"],
+        "model": judge.engine.model,
+        "engine": judge.engine.kind,
+        "template": tpl.name,
+        "template_hash": tpl.hash,
+        "params": params,
+        "seed": judge.engine.seed,
+    }
     store = RunStore.open(out, table, stage, config, shard=shard, resume=resume)
     return judge, store, params
 
@@ -58,14 +75,27 @@ def judge_pairs(
     resume: bool = True,
 ) -> StageResult:
     """Judge every pair of samples of each prompt (both orders); write preference pairs."""
-    judge, store, params = _open(samples, out, judge_engine, PAIRS, "judge", template, verdict,
-                                 {"min_margin": min_margin, "require_consistent": require_consistent}, shard, resume)
+    judge, store, params = _open(
+        samples,
+        out,
+        judge_engine,
+        PAIRS,
+        "judge",
+        template,
+        verdict,
+        {"min_margin": min_margin, "require_consistent": require_consistent},
+        shard,
+        resume,
+    )
     params_json = json.dumps(params, sort_keys=True)
 
     def pending(group: Group) -> list[tuple[dict, dict]]:
         ordered = sorted(group, key=lambda r: r["sample_idx"])
-        return [(a, b) for a, b in itertools.combinations(ordered, 2)
-                if (a["prompt_id"], a["sample_idx"], b["sample_idx"]) not in store.done]
+        return [
+            (a, b)
+            for a, b in itertools.combinations(ordered, 2)
+            if (a["prompt_id"], a["sample_idx"], b["sample_idx"]) not in store.done
+        ]
 
     def process(groups: list[Group]) -> tuple[list[dict], list[dict]]:
         pairs = [p for g in groups for p in pending(g)]
@@ -74,22 +104,47 @@ def judge_pairs(
         rows, failures = [], []
         for (a, b), s in zip(pairs, scores, strict=True):
             if s.error and s.error.startswith("engine:"):
-                failures.append({"prompt_id": a["prompt_id"], "pair": [a["sample_idx"], b["sample_idx"]], "error": s.error})
+                failures.append(
+                    {"prompt_id": a["prompt_id"], "pair": [a["sample_idx"], b["sample_idx"]], "error": s.error}
+                )
                 continue
             chosen, rejected = (a, b) if s.a_wins else (b, a)
             reason = s.error or _filter_reason(s, min_margin, require_consistent)
-            rows.append({
-                "prompt_id": a["prompt_id"], "messages": a["messages"], "idx_a": a["sample_idx"], "idx_b": b["sample_idx"],
-                "p_a_ab": s.p_a_ab, "p_a_ba": s.p_a_ba, "score_a": s.score_a, "consistent": s.consistent,
-                "margin": s.margin, "chosen": chosen["response"], "rejected": rejected["response"],
-                "chosen_idx": chosen["sample_idx"], "kept": reason is None, "reason": reason, "raw": s.raw,
-                "policy_model": a["model"], "source_run_id": a["run_id"], **prov,
-            })
+            rows.append(
+                {
+                    "prompt_id": a["prompt_id"],
+                    "messages": a["messages"],
+                    "idx_a": a["sample_idx"],
+                    "idx_b": b["sample_idx"],
+                    "p_a_ab": s.p_a_ab,
+                    "p_a_ba": s.p_a_ba,
+                    "score_a": s.score_a,
+                    "consistent": s.consistent,
+                    "margin": s.margin,
+                    "chosen": chosen["response"],
+                    "rejected": rejected["response"],
+                    "chosen_idx": chosen["sample_idx"],
+                    "kept": reason is None,
+                    "reason": reason,
+                    "raw": s.raw,
+                    "policy_model": a["model"],
+                    "source_run_id": a["run_id"],
+                    **prov,
+                }
+            )
         return rows, failures
 
     groups = (g for g in iter_prompt_groups(samples, shard) if len(g) >= 2 and pending(g))
-    result = run_batches(store, groups, process, engine=judge.engine, batch_size=batch_size, total=None,
-                         label="judge", tokens_of=lambda _: 0)
+    result = run_batches(
+        store,
+        groups,
+        process,
+        engine=judge.engine,
+        batch_size=batch_size,
+        total=None,
+        label="judge",
+        tokens_of=lambda _: 0,
+    )
     return finish(store, result, pairs_summary(read_run(out)))
 
 
@@ -112,7 +167,9 @@ def pairs_summary(df: pl.DataFrame) -> dict[str, Any]:
         "kept": int(df["kept"].sum()),
         "position_consistency": round(float(judged["consistent"].mean()), 4) if judged.height else None,
         "mean_margin": round(float(judged["margin"].mean()), 4) if judged.height else None,
-        "not_kept_by_reason": {r: n for r, n in df["reason"].drop_nulls().str.replace(r"[\d.]+", "N").value_counts().iter_rows()},
+        "not_kept_by_reason": {
+            r: n for r, n in df["reason"].drop_nulls().str.replace(r"[\d.]+", "N").value_counts().iter_rows()
+        },
     }
 
 
@@ -129,14 +186,18 @@ def best_of(
     resume: bool = True,
 ) -> StageResult:
     """Tournament rejection sampling: the best of the n samples of each prompt."""
-    judge, store, params = _open(samples, out, judge_engine, BEST_OF, "best-of", template, verdict,
-                                 {"tournament_seed": seed}, shard, resume)
+    judge, store, params = _open(
+        samples, out, judge_engine, BEST_OF, "best-of", template, verdict, {"tournament_seed": seed}, shard, resume
+    )
     params_json = json.dumps(params, sort_keys=True)
 
     def process(groups: list[Group]) -> tuple[list[dict], list[dict]]:
         by_idx = [{r["sample_idx"]: r for r in g} for g in groups]
         # One bracket per prompt, seeded by (seed, prompt id): the draw does not depend on batching.
-        brackets = [Bracket.start(sorted(m), random.Random(f"{seed}:{g[0]['prompt_id']}")) for m, g in zip(by_idx, groups, strict=True)]
+        brackets = [
+            Bracket.start(sorted(m), random.Random(f"{seed}:{g[0]['prompt_id']}"))
+            for m, g in zip(by_idx, groups, strict=True)
+        ]
         failed: dict[int, str] = {}
         while True:
             live = [(i, b) for i, b in enumerate(brackets) if not b.done and i not in failed]
@@ -161,15 +222,32 @@ def best_of(
                 failures.append({"prompt_id": group[0]["prompt_id"], "error": failed[i]})
                 continue
             win = by_idx[i][b.winner]
-            rows.append({
-                "prompt_id": win["prompt_id"], "messages": win["messages"], "winner_idx": b.winner,
-                "response": win["response"], "num_candidates": len(group), "judgments": b.judgments,
-                "bracket": json.dumps(b.record), "policy_model": win["model"], "source_run_id": win["run_id"], **prov,
-            })
+            rows.append(
+                {
+                    "prompt_id": win["prompt_id"],
+                    "messages": win["messages"],
+                    "winner_idx": b.winner,
+                    "response": win["response"],
+                    "num_candidates": len(group),
+                    "judgments": b.judgments,
+                    "bracket": json.dumps(b.record),
+                    "policy_model": win["model"],
+                    "source_run_id": win["run_id"],
+                    **prov,
+                }
+            )
         return rows, failures
 
     groups = (g for g in iter_prompt_groups(samples, shard) if (g[0]["prompt_id"],) not in store.done)
-    result = run_batches(store, groups, process, engine=judge.engine, batch_size=batch_size, total=None,
-                         label="best-of", tokens_of=lambda _: 0)
+    result = run_batches(
+        store,
+        groups,
+        process,
+        engine=judge.engine,
+        batch_size=batch_size,
+        total=None,
+        label="best-of",
+        tokens_of=lambda _: 0,
+    )
     df = read_run(out)
     return finish(store, result, {"prompts": df.height, "judgments": int(df["judgments"].sum()) if df.height else 0})

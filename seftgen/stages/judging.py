@@ -96,8 +96,11 @@ class Judge:
                 t_ab, t_ba = g_ab.completions[0].text, g_ba.completions[0].text
                 v_ab, v_ba = parse_verdict(t_ab), parse_verdict(t_ba)
                 raw = json.dumps({"ab": t_ab, "ba": t_ba})
-                out.append(combine(None if v_ab is None else float(v_ab == "A"),
-                                   None if v_ba is None else float(v_ba == "B"), raw))
+                out.append(
+                    combine(
+                        None if v_ab is None else float(v_ab == "A"), None if v_ba is None else float(v_ba == "B"), raw
+                    )
+                )
             return out
         raw_rationales: list[str | None] = [None] * len(convs)
         if self.template.get("rationale", False):
@@ -114,13 +117,18 @@ class Judge:
         out = []
         for i in range(k):
             p_ab, p_ba = probs[i], probs[k + i]
-            raw = json.dumps({"ab": raw_rationales[i], "ba": raw_rationales[k + i]}) if raw_rationales[i] is not None else None
+            raw = (
+                json.dumps({"ab": raw_rationales[i], "ba": raw_rationales[k + i]})
+                if raw_rationales[i] is not None
+                else None
+            )
             if p_ab is None or p_ba is None:
                 out.append(PairScore(None, None, None, False, None, "engine: judge call failed", raw))
                 continue
             score = pair_score(p_ab, p_ba, self.tokens)
-            out.append(PairScore(score.p_a_ab, score.p_a_ba, score.score_a, score.consistent, score.margin,
-                                 score.error, raw))
+            out.append(
+                PairScore(score.p_a_ab, score.p_a_ba, score.score_a, score.consistent, score.margin, score.error, raw)
+            )
         return out
 
 

@@ -49,8 +49,17 @@ class _Setup:
     total: int
 
 
-def _open(samples: str | Path, out: str | Path, engine: Engine | EngineSpec, method: str, template: PromptTemplate,
-          params: SamplingConfig, extra: dict[str, Any], shard: Shard, resume: bool) -> _Setup:
+def _open(
+    samples: str | Path,
+    out: str | Path,
+    engine: Engine | EngineSpec,
+    method: str,
+    template: PromptTemplate,
+    params: SamplingConfig,
+    extra: dict[str, Any],
+    shard: Shard,
+    resume: bool,
+) -> _Setup:
     source = source_info(samples, "samples")
     engine = ensure_engine(engine)
     config = {
@@ -67,7 +76,8 @@ def _open(samples: str | Path, out: str | Path, engine: Engine | EngineSpec, met
     }
     store = RunStore.open(out, REVISIONS, "revise", config, shard=shard, resume=resume)
     todo = (
-        r for r in iter_run_rows(samples, shard, SAMPLE_COLUMNS)
+        r
+        for r in iter_run_rows(samples, shard, SAMPLE_COLUMNS)
         if (r["prompt_id"], r["sample_idx"]) not in store.done and r["finish_reason"] != "error"
     )
     return _Setup(engine, store, template, params, todo, max(source["rows"] - len(store.done), 0))
@@ -108,7 +118,9 @@ def revise_seft(
 
     def process(batch: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
         prompts = [
-            _user(tpl.render("user", instruction=instruction_text(r["messages"]), response=r["response"], labels=labels))
+            _user(
+                tpl.render("user", instruction=instruction_text(r["messages"]), response=r["response"], labels=labels)
+            )
             for r in batch
         ]
         gens = s.engine.generate(prompts, s.params)
@@ -120,20 +132,24 @@ def revise_seft(
                 continue
             raw = gen.completions[0].text
             reply = parse_reviser(raw, labels, sample["response"])
-            rows.append({
-                **_base_row(sample, "seft", prov),
-                "revised": reply.revised,
-                "label": reply.label,
-                "similarity": similarity(sample["response"], reply.revised),
-                "kept": reply.error is None,
-                "reason": reply.error,
-                "raw": raw,
-                "prompt_tokens": gen.prompt_tokens,
-                "completion_tokens": gen.completions[0].completion_tokens,
-            })
+            rows.append(
+                {
+                    **_base_row(sample, "seft", prov),
+                    "revised": reply.revised,
+                    "label": reply.label,
+                    "similarity": similarity(sample["response"], reply.revised),
+                    "kept": reply.error is None,
+                    "reason": reply.error,
+                    "raw": raw,
+                    "prompt_tokens": gen.prompt_tokens,
+                    "completion_tokens": gen.completions[0].completion_tokens,
+                }
+            )
         return rows, failures
 
-    result = run_batches(s.store, s.todo, process, engine=s.engine, batch_size=batch_size, total=s.total, label="revise (SEFT)")
+    result = run_batches(
+        s.store, s.todo, process, engine=s.engine, batch_size=batch_size, total=s.total, label="revise (SEFT)"
+    )
     return finish(s.store, result, revision_summary(read_run(out)))
 
 
@@ -155,8 +171,12 @@ def revise_srt(
     required = [str(p) for p in tpl.get("required_feedback_parts", [])]
     params = SamplingConfig(temperature=float(tpl.get("temperature", 0.0)), max_tokens=max_tokens)
     score_params = SamplingConfig(temperature=float(scorer.get("temperature", 0.0)), max_tokens=max_tokens)
-    extra = {"score_template": scorer.name, "score_template_hash": scorer.hash, "required_feedback_parts": required,
-             "score_params": json.loads(score_params.to_json())}
+    extra = {
+        "score_template": scorer.name,
+        "score_template_hash": scorer.hash,
+        "required_feedback_parts": required,
+        "score_params": json.loads(score_params.to_json()),
+    }
     s = _open(samples, out, critic, "srt", tpl, params, extra, shard, resume)
     template_id = f"{tpl.hash}+{scorer.hash}"
     params_json = json.dumps({"critic": json.loads(params.to_json()), "score": extra["score_params"]}, sort_keys=True)
@@ -166,14 +186,23 @@ def revise_srt(
 
     def process(batch: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
         critiques = s.engine.generate(
-            [_user(tpl.render("user", instruction=instruction_text(r["messages"]), response=r["response"])) for r in batch],
+            [
+                _user(tpl.render("user", instruction=instruction_text(r["messages"]), response=r["response"]))
+                for r in batch
+            ],
             params,
         )
         replies = [parse_critic(g.completions[0].text) if not g.error else None for g in critiques]
         # Separate scoring calls: the original, and the refinement with no feedback in view.
-        to_score = [(i, text) for i, (r, rep) in enumerate(zip(batch, replies, strict=True)) if rep and rep.refinement
-                    for text in (r["response"], rep.refinement)]
-        scored = s.engine.generate([score_prompt(batch[i], text) for i, text in to_score], score_params) if to_score else []
+        to_score = [
+            (i, text)
+            for i, (r, rep) in enumerate(zip(batch, replies, strict=True))
+            if rep and rep.refinement
+            for text in (r["response"], rep.refinement)
+        ]
+        scored = (
+            s.engine.generate([score_prompt(batch[i], text) for i, text in to_score], score_params) if to_score else []
+        )
         score_gens: dict[int, list[Generation]] = {}
         for (i, _), gen in zip(to_score, scored, strict=True):
             score_gens.setdefault(i, []).append(gen)
@@ -197,25 +226,34 @@ def revise_srt(
                     reason = "parse: no 'Overall Score: [[N]]' in a scoring reply"
                 elif revised_score < original_score:
                     reason = f"filter: refinement scored {revised_score} < original {original_score}"
-            rows.append({
-                **_base_row(sample, "srt", prov),
-                "revised": reply.refinement,
-                "feedback": reply.feedback,
-                "critic_score": reply.score,
-                "original_score": original_score,
-                "revised_score": revised_score,
-                "similarity": similarity(sample["response"], reply.refinement),
-                "kept": reason is None,
-                "reason": reason,
-                "raw": json.dumps({"critic": raw, "score_original": pair[0].completions[0].text if pair else None,
-                                   "score_revised": pair[1].completions[0].text if pair else None}),
-                "prompt_tokens": gen.prompt_tokens + sum(g.prompt_tokens for g in pair),
-                "completion_tokens": gen.completions[0].completion_tokens
-                + sum(g.completions[0].completion_tokens for g in pair),
-            })
+            rows.append(
+                {
+                    **_base_row(sample, "srt", prov),
+                    "revised": reply.refinement,
+                    "feedback": reply.feedback,
+                    "critic_score": reply.score,
+                    "original_score": original_score,
+                    "revised_score": revised_score,
+                    "similarity": similarity(sample["response"], reply.refinement),
+                    "kept": reason is None,
+                    "reason": reason,
+                    "raw": json.dumps(
+                        {
+                            "critic": raw,
+                            "score_original": pair[0].completions[0].text if pair else None,
+                            "score_revised": pair[1].completions[0].text if pair else None,
+                        }
+                    ),
+                    "prompt_tokens": gen.prompt_tokens + sum(g.prompt_tokens for g in pair),
+                    "completion_tokens": gen.completions[0].completion_tokens
+                    + sum(g.completions[0].completion_tokens for g in pair),
+                }
+            )
         return rows, failures
 
-    result = run_batches(s.store, s.todo, process, engine=s.engine, batch_size=batch_size, total=s.total, label="revise (SRT)")
+    result = run_batches(
+        s.store, s.todo, process, engine=s.engine, batch_size=batch_size, total=s.total, label="revise (SRT)"
+    )
     return finish(s.store, result, revision_summary(read_run(out)))
 
 

@@ -47,12 +47,16 @@ def run_batches(
     return result
 
 
-def iter_run_rows(run_dir: str | Path, shard: Shard = Shard(), columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+def iter_run_rows(
+    run_dir: str | Path, shard: Shard = Shard(), columns: list[str] | None = None
+) -> Iterator[dict[str, Any]]:
     """Rows of a run folder, part by part (memory stays at one part), in this shard."""
     for part in part_files(run_dir):
         df = pl.read_parquet(part, columns=columns)
         if shard.count > 1:
-            df = df.filter(pl.col("prompt_id").map_elements(lambda p: shard_of(p, shard.count), pl.Int64) == shard.index)
+            df = df.filter(
+                pl.col("prompt_id").map_elements(lambda p: shard_of(p, shard.count), pl.Int64) == shard.index
+            )
         yield from df.iter_rows(named=True)
 
 
@@ -75,5 +79,9 @@ def source_info(run_dir: str | Path, table: str) -> dict[str, Any]:
     manifest = load_manifest(run_dir)
     if manifest["table"] != table:
         raise UserError(f"expected a '{table}' run, this folder holds '{manifest['table']}'", file=run_dir)
-    return {"path": str(Path(run_dir).resolve()), "run_id": manifest["run_id"], "rows": manifest["rows"],
-            "status": manifest["status"]}
+    return {
+        "path": str(Path(run_dir).resolve()),
+        "run_id": manifest["run_id"],
+        "rows": manifest["rows"],
+        "status": manifest["status"],
+    }

@@ -58,21 +58,24 @@ def sample(
                 failures.append({"prompt_id": prompt.prompt_id, "row": prompt.row, "error": gen.error})
                 continue
             for idx, completion in enumerate(gen.completions):
-                rows.append({
-                    "prompt_id": prompt.prompt_id,
-                    "messages": prompt.messages,
-                    "sample_idx": idx,
-                    "response": completion.text,
-                    "prompt_tokens": gen.prompt_tokens,
-                    "completion_tokens": completion.completion_tokens,
-                    "finish_reason": completion.finish_reason,
-                    "error": None,
-                    **prov,
-                })
+                rows.append(
+                    {
+                        "prompt_id": prompt.prompt_id,
+                        "messages": prompt.messages,
+                        "sample_idx": idx,
+                        "response": completion.text,
+                        "prompt_tokens": gen.prompt_tokens,
+                        "completion_tokens": completion.completion_tokens,
+                        "finish_reason": completion.finish_reason,
+                        "error": None,
+                        **prov,
+                    }
+                )
         return rows, failures
 
     todo = (
-        p for p in iter_prompts(source, columns, limit)
+        p
+        for p in iter_prompts(source, columns, limit)
         if shard_of(p.prompt_id, shard.count) == shard.index
         and not all((p.prompt_id, i) in store.done for i in range(params.n))
     )

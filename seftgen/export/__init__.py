@@ -1,0 +1,1 @@
+"""Export: axolotl training configs and Hub dataset releases."""

@@ -1,0 +1,303 @@
+"""`seftgen export-axolotl`: a training dataset file plus a validated axolotl config.
+
+What to train on follows from the run folder and `--kind`:
+
+| run holds                       | kind | variant         | training rows                                        |
+|---------------------------------|------|-----------------|------------------------------------------------------|
+| build-reviser-data (sft)        | sft  | seft-reviser    | reviser examples as they are                         |
+| build-jsft-data (sft)           | sft  | jsft            | SFT + judge examples as they are                     |
+| revisions, method seft          | sft  | seft-policy     | prompt + kept revised response                       |
+| revisions, method seft          | dpo  | seft-dpo        | revised > original (label not keep)                  |
+| revisions, method srt           | sft  | srt-stage1      | instruction (masked) -> response, feedback, refinement |
+| revisions, method srt           | dpo  | srt-stage2      | refinement > original, beta 0.01                     |
+| pairs (judge)                   | dpo  | self-judge-dpo  | chosen > rejected, beta 0.1                          |
+| best_of                         | sft  | best-of         | prompt + tournament winner                           |
+
+Rows that were not kept (parse failures, filters) are never exported. The rules of
+../shared/FACTS.md are applied: absolute paths, DPO `path` at the Parquet FILE, chat template at
+top level, no keys DPO drops, a fresh `dataset_prepared_path` for every new dataset file.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from seftgen.errors import UserError
+from seftgen.io.store import load_manifest, read_run, write_parquet_atomic
+from seftgen.models import DEMO, resolve_model
+from seftgen.provenance import stable_hash
+from seftgen.templates import load_template
+
+# Our defaults; rl_beta values are the papers' (SELF-JUDGE 0.1, SRT 0.01).
+COMMON: dict[str, Any] = {
+    "chat_template": "tokenizer_default",
+    "sequence_len": 2048,
+    "sample_packing": False,
+    "adapter": "lora",
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "lora_target_linear": True,
+    "micro_batch_size": 2,
+    "gradient_accumulation_steps": 4,
+    "optimizer": "adamw_torch",
+    "lr_scheduler": "cosine",
+    "warmup_ratio": 0.05,
+    "bf16": "auto",
+    "logging_steps": 10,
+    "save_strategy": "epoch",
+    "seed": 0,
+}
+SFT_DEFAULTS = {"learning_rate": 1e-4, "num_epochs": 3}
+DPO_DEFAULTS = {"rl": "dpo", "learning_rate": 5e-6, "num_epochs": 1}
+VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "seft-reviser": SFT_DEFAULTS,
+    "jsft": SFT_DEFAULTS,
+    "seft-policy": {**SFT_DEFAULTS, "num_epochs": 2},
+    "best-of": {**SFT_DEFAULTS, "num_epochs": 2},
+    "srt-stage1": SFT_DEFAULTS,
+    "seft-dpo": {**DPO_DEFAULTS, "rl_beta": 0.1},
+    "self-judge-dpo": {**DPO_DEFAULTS, "rl_beta": 0.1},
+    "srt-stage2": {**DPO_DEFAULTS, "rl_beta": 0.01},
+}
+
+
+@dataclass
+class ExportResult:
+    config_path: Path
+    data_path: Path
+    variant: str
+    rows: int
+    left_out: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def commands(self) -> list[str]:
+        cmds = [f"axolotl train {self.config_path}"]
+        if self.config.get("adapter"):
+            cmds.append(f"axolotl merge-lora {self.config_path}")
+        return cmds
+
+    @property
+    def next_base_model(self) -> str:
+        """Where the trained model lands: the next round's base model."""
+        out = Path(self.config["output_dir"])
+        return str(out / "merged") if self.config.get("adapter") else str(out)
+
+
+def _assistant(messages: list[dict[str, str]], text: str) -> list[dict[str, str]]:
+    return [*messages, {"role": "assistant", "content": text}]
+
+
+def training_rows(run_dir: str | Path, kind: str) -> tuple[str, pl.DataFrame, int]:
+    """(variant, rows in axolotl's layout, rows left out because not kept)."""
+    manifest = load_manifest(run_dir)
+    table, stage = manifest["table"], manifest["stage"]
+    df = read_run(run_dir)
+    if "kept" in df.columns:
+        left_out = int((~df["kept"]).sum())
+        df = df.filter(pl.col("kept"))
+    else:
+        left_out = 0
+    method = manifest["config"].get("method")
+    if kind == "sft" and table == "sft":
+        variant = "jsft" if stage == "build-jsft-data" else "seft-reviser"
+        return variant, df.select("messages"), left_out
+    if kind == "sft" and table == "revisions" and method == "seft":
+        rows = [{"messages": _assistant(m, r)} for m, r in df.select("messages", "revised").iter_rows()]
+        return "seft-policy", _frame(rows), left_out
+    if kind == "sft" and table == "revisions" and method == "srt":
+        target = load_template(manifest["config"]["template"])
+        rows = [
+            {"messages": _assistant(m, target.render("target", response=o, feedback=f, refinement=r))}
+            for m, o, f, r in df.select("messages", "original", "feedback", "revised").iter_rows()
+        ]
+        return "srt-stage1", _frame(rows), left_out
+    if kind == "sft" and table == "best_of":
+        rows = [{"messages": _assistant(m, r)} for m, r in df.select("messages", "response").iter_rows()]
+        return "best-of", _frame(rows), left_out
+    if kind == "dpo" and table == "revisions":
+        if method == "seft":
+            left_out += int((df["label"] == "keep").sum())
+            df = df.filter(pl.col("label") != "keep")
+        dpo = df.select("messages", pl.col("revised").alias("chosen"), pl.col("original").alias("rejected"))
+        return ("srt-stage2" if method == "srt" else "seft-dpo"), dpo, left_out
+    if kind == "dpo" and table == "pairs":
+        return "self-judge-dpo", df.select("messages", "chosen", "rejected"), left_out
+    raise UserError(
+        f"cannot export a '{stage}' run as --kind {kind}",
+        file=run_dir,
+        hint="sft: reviser/jsft data, revisions, best-of; dpo: revisions, judged pairs",
+    )
+
+
+def _frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    from seftgen.io.schema import MESSAGES
+
+    return pl.DataFrame(rows, schema={"messages": MESSAGES}) if rows else pl.DataFrame(schema={"messages": MESSAGES})
+
+
+_EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`key=value` pairs; values are YAML (`lora_r=8`, `bf16=false`, `lora_target_modules=[q_proj]`)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects key=value, got {item!r}")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {key}: value is not valid YAML ({exc})") from exc
+        if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed.strip()):
+            parsed = float(parsed)  # YAML 1.1 reads 3e-5 (no dot) as a string; users mean a number
+        out[key.strip()] = parsed
+    return out
+
+
+def load_preset(path: str | Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    file = Path(path)
+    if not file.is_file():
+        from seftgen.resources import resource_dir
+
+        file = resource_dir("recipes") / "presets" / f"{path}.yaml"
+    if not file.is_file():
+        raise UserError("preset file does not exist", file=path)
+    data = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(data, dict):
+        raise UserError("a preset must be a YAML mapping of axolotl keys", file=file)
+    return data
+
+
+def build_config(
+    variant: str,
+    base_model: str,
+    data_path: Path,
+    output_dir: Path,
+    data_id: str,
+    *,
+    preset: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`data_id` identifies the dataset contents; it names a fresh `dataset_prepared_path`."""
+    is_dpo = VARIANT_DEFAULTS[variant].get("rl") == "dpo"
+    if is_dpo:
+        dataset = {
+            "path": str(data_path),
+            "split": "train",
+            "type": "chat_template.default",
+            "field_messages": "messages",
+            "field_chosen": "chosen",
+            "field_rejected": "rejected",
+        }
+    else:
+        dataset = {
+            "path": str(data_path),
+            "type": "chat_template",
+            "field_messages": "messages",
+            "message_property_mappings": {"role": "role", "content": "content"},
+            "roles_to_train": ["assistant"],
+            "train_on_eos": "turn",
+        }
+    cfg: dict[str, Any] = {
+        "base_model": base_model,
+        **COMMON,
+        **VARIANT_DEFAULTS[variant],
+        "datasets": [dataset],
+        # Fresh per dataset file: axolotl would otherwise reuse last round's tokenized data.
+        "dataset_prepared_path": str(output_dir / f"prepared-{data_id}"),
+        "output_dir": str(output_dir),
+    }
+    cfg.update(preset or {})
+    cfg.update(overrides or {})
+    if not cfg.get("adapter"):
+        for key in [k for k in cfg if k.startswith("lora_")]:
+            cfg.pop(key)
+    if cfg.get("rl") and cfg.get("sample_packing"):
+        raise UserError("axolotl rejects sample_packing with DPO; remove it from --set/--preset")
+    return cfg
+
+
+def unknown_keys(cfg: dict[str, Any]) -> list[str]:
+    """Keys axolotl would drop silently (it ignores what its schema does not name)."""
+    from axolotl.utils.schemas.config import AxolotlInputConfig
+    from axolotl.utils.schemas.datasets import DPODataset, SFTDataset
+
+    top = set(AxolotlInputConfig.model_fields) | {f.alias for f in AxolotlInputConfig.model_fields.values() if f.alias}
+    unknown = [k for k in cfg if k not in top]
+    dataset_model = DPODataset if cfg.get("rl") else SFTDataset
+    for i, ds in enumerate(cfg.get("datasets") or []):
+        unknown += [f"datasets[{i}].{k}" for k in ds if k not in dataset_model.model_fields]
+    return unknown
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """axolotl's own validation plus the unknown-key check; raises UserError naming the problem."""
+    os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+    try:
+        from axolotl.utils.config import validate_config
+        from axolotl.utils.dict import DictDefault
+    except ImportError as exc:
+        raise UserError(
+            "validating the config needs axolotl", hint="pip install 'seftgen[dev]', or pass --no-validate"
+        ) from exc
+    if bad := unknown_keys(cfg):
+        raise UserError(f"axolotl does not know {', '.join(bad)} (it would drop them silently)")
+    try:
+        validate_config(DictDefault(copy.deepcopy(cfg)))
+    except Exception as exc:  # pydantic ValidationError or axolotl's ValueError: both are user-facing
+        raise UserError(f"axolotl rejects the config: {' '.join(str(exc).split())[:800]}") from exc
+
+
+def export_axolotl(
+    run_dir: str | Path,
+    kind: str,
+    base_model: str,
+    config_path: str | Path,
+    *,
+    output_dir: str | Path | None = None,
+    preset: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    check: bool = True,
+) -> ExportResult:
+    """Write `<config stem>-data/train.parquet` and the validated axolotl YAML at `config_path`."""
+    if kind not in ("sft", "dpo"):
+        raise UserError(f"--kind must be sft or dpo, got {kind!r}")
+    variant, rows, left_out = training_rows(run_dir, kind)
+    if rows.is_empty():
+        raise UserError(f"no rows to train on ({left_out} were not kept by parsing or filters)", file=run_dir)
+    config_path = Path(config_path).resolve()
+    base = resolve_model(base_model) if base_model == DEMO or Path(base_model).exists() else base_model
+    data_path = config_path.with_name(f"{config_path.stem}-data") / "train.parquet"
+    out_dir = Path(output_dir).resolve() if output_dir else config_path.with_name(f"{config_path.stem}-output")
+    manifest = load_manifest(run_dir)
+    data_id = stable_hash([manifest["run_id"], manifest.get("updated_at"), variant, rows.height], 10)
+    cfg = build_config(variant, base, data_path, out_dir, data_id, preset=load_preset(preset), overrides=overrides)
+    if check:
+        validate(cfg)  # before anything is written: a rejected config leaves no files behind
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(rows, data_path)
+    header = (
+        f"# axolotl config written by seftgen ({variant}) from run {manifest['run_id']}\n"
+        f"# source: {Path(run_dir).resolve()}\n"
+        f"# rows: {rows.height} (left out, not kept: {left_out})\n"
+        f"# next: axolotl train {config_path}"
+        + ("; axolotl merge-lora " + str(config_path) if cfg.get("adapter") else "")
+        + "\n"
+    )
+    tmp = config_path.with_name(f".{config_path.name}.tmp")
+    tmp.write_text(header + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    os.replace(tmp, config_path)
+    return ExportResult(config_path, data_path, variant, rows.height, left_out, cfg)
