@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import socket
 import tempfile
 import time
@@ -31,7 +32,10 @@ def serve(port: int) -> None:
     from aiohttp import web
 
     body = {
-        "id": "x", "object": "chat.completion", "created": 0, "model": "load-target",
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "load-target",
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": REPLY}}],
         "usage": {"prompt_tokens": 50, "completion_tokens": 40, "total_tokens": 90},
     }
@@ -63,8 +67,11 @@ async def bare_loop(base_url: str, requests: int, concurrency: int) -> float:
         async def one() -> None:
             async with gate:
                 await client.chat.completions.create(
-                    model="load-target", messages=[{"role": "user", "content": "Critique this."}],
-                    temperature=0.0, max_tokens=1024)
+                    model="load-target",
+                    messages=[{"role": "user", "content": "Critique this."}],
+                    temperature=0.0,
+                    max_tokens=1024,
+                )
 
         start = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(requests)))
@@ -78,16 +85,34 @@ def samples_run(path: Path, rows: int) -> Path:
 
     store = RunStore.open(path, SAMPLES, "sample", {"bench": True})
     now = datetime.now(timezone.utc)
-    store.write([{
-        "prompt_id": f"{i:016x}", "sample_idx": 0, "messages": [{"role": "user", "content": f"Question {i}?"}],
-        "response": "It is hot.", "prompt_tokens": 5, "completion_tokens": 4, "finish_reason": "stop", "error": None,
-        "model": "bench", "engine": "none", "template_hash": "t", "params": "{}", "seed": 0, "run_id": store.run_id,
-        "created_at": now} for i in range(rows)])
+    store.write(
+        [
+            {
+                "prompt_id": f"{i:016x}",
+                "sample_idx": 0,
+                "messages": [{"role": "user", "content": f"Question {i}?"}],
+                "response": "It is hot.",
+                "prompt_tokens": 5,
+                "completion_tokens": 4,
+                "finish_reason": "stop",
+                "error": None,
+                "model": "bench",
+                "engine": "none",
+                "template_hash": "t",
+                "params": "{}",
+                "seed": 0,
+                "run_id": store.run_id,
+                "created_at": now,
+            }
+            for i in range(rows)
+        ]
+    )
     store.finish({})
     return path
 
 
 def main() -> None:
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep stdout for the JSON result
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=600, help="sample rows; the critic stage sends 3 requests per row")
     parser.add_argument("--concurrency", type=int, default=64)
@@ -122,10 +147,18 @@ def main() -> None:
     finally:
         server.terminate()
     bare, ours = max(bare_rates), max(seftgen_rates)
-    print(json.dumps({"workload": vars(args), "bare_asyncopenai_requests_per_s": round(bare, 1),
-                      "seftgen_critic_requests_per_s": round(ours, 1), "ratio": round(ours / bare, 3),
-                      "runs": {"bare": [round(r, 1) for r in bare_rates], "seftgen": [round(r, 1) for r in seftgen_rates]}},
-                     indent=2))
+    print(
+        json.dumps(
+            {
+                "workload": vars(args),
+                "bare_asyncopenai_requests_per_s": round(bare, 1),
+                "seftgen_critic_requests_per_s": round(ours, 1),
+                "ratio": round(ours / bare, 3),
+                "runs": {"bare": [round(r, 1) for r in bare_rates], "seftgen": [round(r, 1) for r in seftgen_rates]},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

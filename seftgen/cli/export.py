@@ -87,6 +87,7 @@ def round_cmd(
 
       seftgen round seft --round 1 --workdir runs/seft
     """
+    from seftgen.console import warn
     from seftgen.recipes import load_recipe
     from seftgen.stages.round import run_round
 
@@ -95,6 +96,8 @@ def round_cmd(
         report(stage, name)
     for exported in result.exports:
         console.print(f"[green]✓[/] {exported.variant}: {exported.rows} rows → {exported.config_path}")
+    for name, why in result.skipped.items():
+        warn(f"training step '{name}' skipped: {why}")
     console.print(f"round {round_k} policy: {result.policy}\nnext:\n  " + "\n  ".join(result.commands))
 
 

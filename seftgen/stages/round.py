@@ -9,6 +9,7 @@ from typing import Any
 
 from seftgen.errors import UserError
 from seftgen.export.axolotl import ExportResult, export_axolotl
+from seftgen.io.store import read_run
 from seftgen.recipes import Recipe, engine_for, prompt_columns, round_shard, sampling_of
 from seftgen.stages.build_data import build_jsft_data, build_reviser_data
 from seftgen.stages.common import StageResult
@@ -24,6 +25,7 @@ class RoundResult:
     dir: Path
     stages: dict[str, StageResult] = field(default_factory=dict)
     exports: list[ExportResult] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def commands(self) -> list[str]:
@@ -128,6 +130,11 @@ def run_round(recipe: Recipe, workdir: str | Path, round_k: int, policy: str | N
                 f"train step '{step.name}' uses '{step.data}', which this recipe does not produce",
                 field=f"train.{step.name}.data",
             )
+        if not _has_trainable_rows(outputs[step.data]):
+            # One empty step (say, a reviser whose replies never parsed) must not cost the round
+            # its other configs; it is reported, and round.json records why it was skipped.
+            result.skipped[step.name] = f"no kept rows in {outputs[step.data]}"
+            break  # later steps would start from this step's model
         exported = export_axolotl(
             outputs[step.data], step.kind, base, rdir / f"train-{step.name}.yml", preset=step.preset, overrides=step.set
         )
@@ -141,10 +148,21 @@ def run_round(recipe: Recipe, workdir: str | Path, round_k: int, policy: str | N
         "next_policy": base,
         "stages": {k: str(v) for k, v in outputs.items()} | {"sample": str(samples)},
         "configs": [str(e.config_path) for e in result.exports],
+        "skipped_training_steps": result.skipped,
         "commands": result.commands,
     }
     (rdir / "round.json").write_text(json.dumps(plan, indent=2) + "\n")
     return result
+
+
+def _has_trainable_rows(run_dir: Path) -> bool:
+    df = read_run(run_dir)
+    return df.height > 0 and ("kept" not in df.columns or bool(df["kept"].any()))
+
+
+def _has_trainable_rows(run_dir: Path) -> bool:
+    df = read_run(run_dir)
+    return df.height > 0 and ("kept" not in df.columns or bool(df["kept"].any()))
 
 
 def _policy_ref():

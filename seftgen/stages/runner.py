@@ -16,7 +16,6 @@ import polars as pl
 from seftgen.console import stage_progress
 from seftgen.engines.base import Engine
 from seftgen.io.store import RunStore, Shard, load_manifest, part_files
-from seftgen.provenance import shard_of
 from seftgen.stages.common import StageResult, chunked
 
 T = TypeVar("T")
@@ -54,9 +53,9 @@ def iter_run_rows(
     for part in part_files(run_dir):
         df = pl.read_parquet(part, columns=columns)
         if shard.count > 1:
-            df = df.filter(
-                pl.col("prompt_id").map_elements(lambda p: shard_of(p, shard.count), pl.Int64) == shard.index
-            )
+            # Same rule as provenance.shard_of: the first 8 hex digits of the prompt id, modulo N.
+            first8 = pl.col("prompt_id").str.slice(0, 8).str.to_integer(base=16)
+            df = df.filter(first8 % shard.count == shard.index)
         yield from df.iter_rows(named=True)
 
 
