@@ -148,27 +148,15 @@ ENGINE_OPTIONS: list[tuple[str, Any, Any]] = [
 ]
 
 
+# CLI names that differ from EngineSpec's field names.
+_SPEC_FIELD = {"engine": "kind", "tensor_parallel": "tensor_parallel_size"}
+
+
 def engine_spec_from(values: dict[str, Any]) -> EngineSpec:
-    chat_template = values.get("chat_template")
-    return EngineSpec(
-        model=values["model"],
-        kind=values["engine"],
-        dtype=values["dtype"],
-        max_model_len=values["max_model_len"],
-        memory_share=values["memory_share"],
-        tensor_parallel_size=values["tensor_parallel"],
-        seed=values["seed"],
-        chat_template=str(chat_template) if chat_template else None,
-        base_url=values["base_url"],
-        api_key_env=values["api_key_env"],
-        concurrency=values["concurrency"],
-        rpm=values["rpm"],
-        tpm=values["tpm"],
-        max_retries=values["max_retries"],
-        timeout=values["timeout"],
-        price_in=values["price_in"],
-        price_out=values["price_out"],
-    )
+    fields = {_SPEC_FIELD.get(name, name): value for name, value in values.items()}
+    if fields["chat_template"] is not None:
+        fields["chat_template"] = str(fields["chat_template"])
+    return EngineSpec(**fields)
 
 
 def with_engine_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
+
+import polars as pl
 
 from seftgen.engines import EngineSpec, get_engine
 from seftgen.engines.base import Engine
@@ -60,6 +63,13 @@ def ensure_engine(engine: Engine | EngineSpec) -> Engine:
 
 def chat_template_hash(engine: Engine) -> str:
     return template_hash(engine.chat_template)
+
+
+def reason_counts(reasons: pl.Series) -> dict[str, int]:
+    """Why rows were not kept, bucketed: "scored 4 < original 6" and "scored 3 < original 5"
+    count together (numbers become N)."""
+    bucketed = reasons.drop_nulls().str.replace_all(r"\d+(\.\d+)?", "N")
+    return dict(Counter(bucketed.to_list()).most_common())
 
 
 def finish(store: RunStore, result: StageResult, summary: dict[str, Any] | None = None) -> StageResult:

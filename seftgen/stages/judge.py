@@ -21,7 +21,7 @@ from seftgen.engines.base import Engine
 from seftgen.errors import UserError
 from seftgen.io.schema import BEST_OF, PAIRS, Table
 from seftgen.io.store import RunStore, Shard, read_run
-from seftgen.stages.common import StageResult, ensure_engine, finish, provenance
+from seftgen.stages.common import StageResult, ensure_engine, finish, provenance, reason_counts
 from seftgen.stages.judging import Bracket, Judge, PairScore
 from seftgen.stages.runner import iter_prompt_groups, run_batches, source_info
 from seftgen.templates import load_template
@@ -167,9 +167,7 @@ def pairs_summary(df: pl.DataFrame) -> dict[str, Any]:
         "kept": int(df["kept"].sum()),
         "position_consistency": round(float(judged["consistent"].mean()), 4) if judged.height else None,
         "mean_margin": round(float(judged["margin"].mean()), 4) if judged.height else None,
-        "not_kept_by_reason": {
-            r: n for r, n in df["reason"].drop_nulls().str.replace(r"[\d.]+", "N").value_counts().iter_rows()
-        },
+        "not_kept_by_reason": reason_counts(df["reason"]),
     }
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from seftgen.engines import EngineSpec
 from seftgen.engines.base import Engine, Generation, SamplingConfig
 from seftgen.io.schema import REVISIONS
 from seftgen.io.store import RunStore, Shard, read_run
-from seftgen.stages.common import StageResult, ensure_engine, finish, provenance
+from seftgen.stages.common import StageResult, ensure_engine, finish, provenance, reason_counts
 from seftgen.stages.parsing import feedback_gaps, parse_critic, parse_reviser, parse_score
 from seftgen.stages.runner import iter_run_rows, run_batches, source_info
 from seftgen.templates import PromptTemplate, instruction_text, load_template
@@ -261,12 +260,10 @@ def revision_summary(df: pl.DataFrame) -> dict[str, Any]:
     """Counts for the manifest and the dataset card: kept, labels, why rows were not kept."""
     if df.is_empty():
         return {"rows": 0}
-    # Bucket reasons so that "scored 4 < original 6" and "scored 3 < original 5" count together.
-    reasons = Counter(re.sub(r"\d+", "N", r) for r in df["reason"].drop_nulls().to_list())
     summary: dict[str, Any] = {
         "rows": df.height,
         "kept": int(df["kept"].sum()),
-        "not_kept_by_reason": dict(reasons.most_common()),
+        "not_kept_by_reason": reason_counts(df["reason"]),
     }
     labels = df["label"].drop_nulls()
     if labels.len():
