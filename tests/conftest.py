@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -51,8 +52,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Ray tests go last: they free the session engine and server first (memory on a 2-core box)."""
+    items.sort(key=lambda item: item.get_closest_marker("ray") is not None)
+
+
 class Server:
     """A real `vllm serve` of the demo model on loopback; can be stopped and started again."""
+
+    running: ClassVar[set[Server]] = set()
 
     def __init__(self, model: Path, log: Path) -> None:
         self.model = model
@@ -88,6 +96,7 @@ class Server:
             "20",
         ]
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        Server.running.add(self)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -109,6 +118,7 @@ class Server:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait()
         self.proc = None
+        Server.running.discard(self)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ EngineOpt = Annotated[
     str,
     typer.Option(
         "--engine",
-        help="'vllm' (offline, in process) or 'openai' (any OpenAI-compatible server).",
+        help="'vllm' (offline, in process), 'openai' (any OpenAI-compatible server) or 'ray' (Ray Data LLM).",
         rich_help_panel=ENGINE,
     ),
 ]
@@ -92,6 +92,21 @@ PriceOutOpt = Annotated[
     float, typer.Option("--price-out", help="API engine: USD per million completion tokens.", rich_help_panel=ENGINE)
 ]
 
+RAY = "Engine: ray"
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address", help="Ray cluster to join ('auto', ray://host:10001); default: local.", rich_help_panel=RAY
+    ),
+]
+ReplicasOpt = Annotated[
+    int,
+    typer.Option("--replicas", min=1, help="vLLM engine replicas (actors) across the cluster.", rich_help_panel=RAY),
+]
+RayBatchOpt = Annotated[
+    int, typer.Option("--ray-batch-size", min=1, help="Rows per batch sent to each replica.", rich_help_panel=RAY)
+]
+
 NOpt = Annotated[int, typer.Option("-n", help="Samples per prompt.", min=1, rich_help_panel=SAMPLING)]
 TemperatureOpt = Annotated[float, typer.Option("--temperature", "-t", min=0.0, rich_help_panel=SAMPLING)]
 TopPOpt = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, rich_help_panel=SAMPLING)]
@@ -145,6 +160,9 @@ ENGINE_OPTIONS: list[tuple[str, Any, Any]] = [
     ("timeout", TimeoutOpt, 120.0),
     ("price_in", PriceInOpt, 0.0),
     ("price_out", PriceOutOpt, 0.0),
+    ("ray_address", RayAddressOpt, None),
+    ("replicas", ReplicasOpt, 1),
+    ("ray_batch_size", RayBatchOpt, 64),
 ]
 
 

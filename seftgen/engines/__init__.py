@@ -1,4 +1,4 @@
-"""Engines run models: offline vLLM, or any OpenAI-compatible server.
+"""Engines run models: offline vLLM, any OpenAI-compatible server, or Ray Data LLM on a cluster.
 
 `get_engine(spec)` caches engines per process, so a pipeline (or a test session) that names the
 same model twice loads it once.
@@ -40,6 +40,10 @@ class EngineSpec:
     timeout: float = 120.0
     price_in: float = 0.0
     price_out: float = 0.0
+    # Ray Data LLM
+    ray_address: str | None = None
+    replicas: int = 1
+    ray_batch_size: int = 64
 
 
 _CACHE: dict[EngineSpec, Engine] = {}
@@ -88,8 +92,24 @@ def get_engine(spec: EngineSpec) -> Engine:
             price_out=spec.price_out,
             seed=spec.seed,
         )
+    elif spec.kind == "ray":
+        from seftgen.engines.ray_engine import RayEngine
+
+        if spec.chat_template:
+            raise UserError("--chat-template is not supported with --engine ray (it uses the tokenizer's)")
+        engine = RayEngine(
+            resolve_model(spec.model),
+            address=spec.ray_address,
+            replicas=spec.replicas,
+            batch_size=spec.ray_batch_size,
+            dtype=spec.dtype,
+            max_model_len=spec.max_model_len,
+            memory_share=spec.memory_share,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            seed=spec.seed,
+        )
     else:
-        raise UserError(f"unknown engine {spec.kind!r} (choose vllm or openai)")
+        raise UserError(f"unknown engine {spec.kind!r} (choose vllm, openai or ray)")
     _CACHE[spec] = engine
     return engine
 

@@ -1,0 +1,153 @@
+"""Ray Data LLM: the same stages spread over every GPU (or CPU node) of a Ray cluster.
+
+Each `generate` call is one Ray Data job through `ray.data.llm`'s vLLM engine processor with
+`replicas` engine actors; the stage runner sends one job per `--batch-size` prompts, so use large
+batches (tens of thousands) on a cluster to amortise actor start-up. Ray Data's processor returns
+one completion per row, so n samples become n rows; it reports no finish reason, so a completion
+that used all `max_tokens` is recorded as `length`, others as `stop`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
+from seftgen.engines.vllm_engine import TOP_LOGPROBS
+from seftgen.errors import UserError
+
+
+class RayEngine(Engine):
+    kind = "ray"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        address: str | None = None,
+        replicas: int = 1,
+        batch_size: int = 64,
+        dtype: str = "bfloat16",
+        max_model_len: int = 2048,
+        memory_share: float = 0.3,
+        tensor_parallel_size: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        try:
+            import ray
+            from ray.data.llm import vLLMEngineProcessorConfig
+        except ImportError as exc:
+            raise UserError("--engine ray needs Ray Data", hint="pip install 'seftgen[ray]'") from exc
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        self.model = model
+        self.seed = seed
+        self._tokenizer: Any = None
+        cpu_only = not ray.cluster_resources().get("GPU")
+        engine_kwargs: dict[str, Any] = {
+            "dtype": dtype,
+            "max_model_len": max_model_len,
+            "gpu_memory_utilization": memory_share,
+            "tensor_parallel_size": tensor_parallel_size,
+            "seed": seed,
+            "max_logprobs": TOP_LOGPROBS,
+        }
+        placement = None
+        if cpu_only:  # vLLM's CPU backend: multiprocessing executor, CPU-only bundles (no GPU asked)
+            engine_kwargs |= {"distributed_executor_backend": "mp", "enforce_eager": True}
+            placement = {"bundles": [{"CPU": 1}] * tensor_parallel_size, "strategy": "PACK"}
+        self.config = vLLMEngineProcessorConfig(
+            model_source=model,
+            engine_kwargs=engine_kwargs,
+            concurrency=replicas,
+            batch_size=batch_size,
+            placement_group_config=placement,
+            log_engine_metrics=False,
+        )
+        self.chat_template = self.tokenizer.chat_template
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model)
+        return self._tokenizer
+
+    def _run(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One Ray Data job; results come back in input order (`row` holds the position)."""
+        import ray
+        from ray.data.llm import build_processor
+
+        processor = build_processor(
+            self.config,
+            preprocess=lambda r: {"row": r["row"], "messages": r["messages"], "sampling_params": r["sampling_params"]},
+            postprocess=lambda r: {
+                "row": r["row"],
+                "text": r.get("generated_text", ""),
+                "prompt_tokens": r.get("num_input_tokens", 0),
+                "completion_tokens": r.get("num_generated_tokens", 0),
+                "logprobs": r.get("logprobs"),
+            },
+        )
+        results = processor(ray.data.from_items(rows)).take_all()
+        return sorted(results, key=lambda r: r["row"])
+
+    def generate(
+        self, conversations: list[Messages], params: SamplingConfig, *, continue_final: bool = False
+    ) -> list[Generation]:
+        # The chat-template stage continues a final assistant message by itself (continue_final).
+        sampling = {"temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_tokens}
+        if params.stop:
+            sampling["stop"] = list(params.stop)
+        rows = [
+            {"row": i * params.n + k, "messages": conv, "sampling_params": sampling}
+            for i, conv in enumerate(conversations)
+            for k in range(params.n)
+        ]
+        out = self._run(rows)
+        generations = []
+        for i in range(len(conversations)):
+            mine = out[i * params.n : (i + 1) * params.n]
+            completions = [
+                Completion(
+                    r["text"],
+                    "length" if r["completion_tokens"] >= params.max_tokens else "stop",
+                    r["completion_tokens"],
+                )
+                for r in mine
+            ]
+            gen = Generation(mine[0]["prompt_tokens"] if mine else 0, completions)
+            self.usage.prompt_tokens += gen.prompt_tokens
+            self.usage.completion_tokens += sum(c.completion_tokens for c in completions)
+            generations.append(gen)
+        self.usage.requests += len(rows)
+        return generations
+
+    def next_token_probs(
+        self, conversations: list[Messages], candidates: tuple[str, ...]
+    ) -> list[dict[str, float] | None]:
+        ids = {}
+        for cand in candidates:
+            encoded = self.tokenizer.encode(cand, add_special_tokens=False)
+            if len(encoded) != 1:
+                raise UserError(f"judge answer {cand!r} is {len(encoded)} tokens for {self.model}")
+            ids[cand] = encoded[0]
+        sampling = {"temperature": 0.0, "max_tokens": 1, "logprobs": TOP_LOGPROBS}
+        out = self._run([{"row": i, "messages": c, "sampling_params": sampling} for i, c in enumerate(conversations)])
+        results: list[dict[str, float] | None] = []
+        for r in out:
+            top = (r["logprobs"] or [{}])[0] or {}
+            top = {int(k): v for k, v in top.items()}
+            results.append({c: math.exp(top[i]["logprob"]) if i in top else 0.0 for c, i in ids.items()})
+            self.usage.prompt_tokens += r["prompt_tokens"]
+            self.usage.completion_tokens += 1
+        self.usage.requests += len(out)
+        return results
+
+    def close(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
