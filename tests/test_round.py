@@ -29,7 +29,7 @@ def tiny(recipe: str, tmp_path: Path, **changes) -> Path:
     return path
 
 
-def test_self_judge_round_writes_configs_and_plan(engine, tmp_path: Path) -> None:
+def test_self_judge_round_writes_configs_and_plan(engine, demo_model: Path, tmp_path: Path) -> None:
     judge = {"judge": {"model": "policy"}, "require_consistent": False}  # the 135M judge is rarely consistent
     recipe = load_recipe(str(tiny("self-judge", tmp_path, judge=judge)), REPO)
     result = run_round(recipe, tmp_path / "work", 1)
@@ -43,6 +43,15 @@ def test_self_judge_round_writes_configs_and_plan(engine, tmp_path: Path) -> Non
     # Round 2 must start from round 1's merged model, which has not been trained here.
     with pytest.raises(UserError, match="trained model is missing"):
         run_round(recipe, tmp_path / "work", 2)
+    # Stand in for `axolotl train` + `merge-lora` (no GPU here): put a model at the merged path.
+    merged = Path(plan["next_policy"])
+    merged.parent.mkdir(parents=True)
+    merged.symlink_to(demo_model, target_is_directory=True)
+    second = run_round(recipe, tmp_path / "work", 2)
+    assert second.policy == str(merged)
+    jsft2 = yaml.safe_load(second.exports[0].config_path.read_text())
+    assert jsft2["base_model"] == str(merged.resolve())  # round 2 trains round 1's model
+    assert (tmp_path / "work" / "round-2" / "samples" / "manifest.json").is_file()
 
 
 def test_seft_round_via_cli(engine, tmp_path: Path) -> None:

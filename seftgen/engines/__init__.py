@@ -7,7 +7,7 @@ same model twice loads it once.
 from __future__ import annotations
 
 import atexit
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
@@ -59,6 +59,9 @@ def _read_template(path: str | None) -> str | None:
 
 
 def get_engine(spec: EngineSpec) -> Engine:
+    if spec.kind in ("vllm", "ray"):
+        # 'demo', a relative path and a symlink to the same folder are one model: one engine.
+        spec = replace(spec, model=resolve_model(spec.model))
     if spec in _CACHE:
         return _CACHE[spec]
     engine: Engine
@@ -66,7 +69,7 @@ def get_engine(spec: EngineSpec) -> Engine:
         from seftgen.engines.vllm_engine import VLLMEngine
 
         engine = VLLMEngine(
-            resolve_model(spec.model),
+            spec.model,
             dtype=spec.dtype,
             max_model_len=spec.max_model_len,
             memory_share=spec.memory_share,
@@ -98,7 +101,7 @@ def get_engine(spec: EngineSpec) -> Engine:
         if spec.chat_template:
             raise UserError("--chat-template is not supported with --engine ray (it uses the tokenizer's)")
         engine = RayEngine(
-            resolve_model(spec.model),
+            spec.model,
             address=spec.ray_address,
             replicas=spec.replicas,
             batch_size=spec.ray_batch_size,
