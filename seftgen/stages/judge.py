@@ -23,7 +23,7 @@ from seftgen.io.schema import BEST_OF, PAIRS, Table
 from seftgen.io.store import RunStore, Shard, read_run
 from seftgen.stages.common import StageResult, ensure_engine, finish, provenance, reason_counts
 from seftgen.stages.judging import Bracket, Judge, PairScore
-from seftgen.stages.runner import iter_prompt_groups, run_batches, source_info
+from seftgen.stages.runner import downstream_config, iter_prompt_groups, run_batches, source_info
 from seftgen.templates import load_template
 
 Group = list[dict[str, Any]]
@@ -47,16 +47,7 @@ def _open(
     tpl = load_template(template)
     judge = Judge(ensure_engine(engine), tpl, verdict)
     params = {"verdict": verdict, "answer_tokens": list(judge.tokens), "assistant_prefix": judge.prefix, **extra}
-    config = {
-        "source": source["path"],
-        "source_run_id": source["run_id"],
-        "model": judge.engine.model,
-        "engine": judge.engine.kind,
-        "template": tpl.name,
-        "template_hash": tpl.hash,
-        "params": params,
-        "seed": judge.engine.seed,
-    }
+    config = downstream_config(source, judge.engine, tpl, params)
     store = RunStore.open(out, table, stage, config, shard=shard, resume=resume)
     return judge, store, params
 

@@ -24,7 +24,7 @@ from seftgen.io.schema import REVISIONS
 from seftgen.io.store import RunStore, Shard, read_run
 from seftgen.stages.common import StageResult, ensure_engine, finish, provenance, reason_counts
 from seftgen.stages.parsing import feedback_gaps, parse_critic, parse_reviser, parse_score
-from seftgen.stages.runner import iter_run_rows, run_batches, source_info
+from seftgen.stages.runner import downstream_config, iter_run_rows, run_batches, source_info
 from seftgen.templates import PromptTemplate, instruction_text, load_template
 
 SAMPLE_COLUMNS = ["prompt_id", "sample_idx", "messages", "response", "finish_reason", "model", "run_id"]
@@ -61,18 +61,7 @@ def _open(
 ) -> _Setup:
     source = source_info(samples, "samples")
     engine = ensure_engine(engine)
-    config = {
-        "method": method,
-        "source": source["path"],
-        "source_run_id": source["run_id"],
-        "model": engine.model,
-        "engine": engine.kind,
-        "template": template.name,
-        "template_hash": template.hash,
-        "params": json.loads(params.to_json()),
-        "seed": engine.seed,
-        **extra,
-    }
+    config = downstream_config(source, engine, template, json.loads(params.to_json()), method=method, **extra)
     store = RunStore.open(out, REVISIONS, "revise", config, shard=shard, resume=resume)
     todo = (
         r

@@ -17,6 +17,7 @@ from seftgen.console import stage_progress
 from seftgen.engines.base import Engine
 from seftgen.io.store import RunStore, Shard, load_manifest, part_files
 from seftgen.stages.common import StageResult, chunked
+from seftgen.templates import PromptTemplate
 
 T = TypeVar("T")
 # process(batch) -> (rows to write, failures to report)
@@ -83,4 +84,21 @@ def source_info(run_dir: str | Path, table: str) -> dict[str, Any]:
         "run_id": manifest["run_id"],
         "rows": manifest["rows"],
         "status": manifest["status"],
+    }
+
+
+def downstream_config(
+    source: dict[str, Any], engine: Engine, template: PromptTemplate, params: Any, **extra: Any
+) -> dict[str, Any]:
+    """The settings of a stage that reads a run: what resume compares and the manifest records."""
+    return {
+        "source": source["path"],
+        "source_run_id": source["run_id"],
+        "model": engine.model,
+        "engine": engine.kind,
+        "template": template.name,
+        "template_hash": template.hash,
+        "params": params,
+        "seed": engine.seed,
+        **extra,
     }
