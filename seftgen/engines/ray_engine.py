@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
-from seftgen.engines.vllm_engine import TOP_LOGPROBS
+from seftgen.engines.vllm_engine import TOP_LOGPROBS, answer_token_id
 from seftgen.errors import UserError
 
 
@@ -128,12 +128,7 @@ class RayEngine(Engine):
     def next_token_probs(
         self, conversations: list[Messages], candidates: tuple[str, ...]
     ) -> list[dict[str, float] | None]:
-        ids = {}
-        for cand in candidates:
-            encoded = self.tokenizer.encode(cand, add_special_tokens=False)
-            if len(encoded) != 1:
-                raise UserError(f"judge answer {cand!r} is {len(encoded)} tokens for {self.model}")
-            ids[cand] = encoded[0]
+        ids = {cand: answer_token_id(self.tokenizer, cand, self.model) for cand in candidates}
         sampling = {"temperature": 0.0, "max_tokens": 1, "logprobs": TOP_LOGPROBS}
         out = self._run([{"row": i, "messages": c, "sampling_params": sampling} for i, c in enumerate(conversations)])
         results: list[dict[str, float] | None] = []

@@ -11,6 +11,14 @@ from seftgen.errors import UserError
 TOP_LOGPROBS = 20  # vLLM's default max_logprobs, and the OpenAI API's top_logprobs limit
 
 
+def answer_token_id(tokenizer: Any, text: str, model: str) -> int:
+    """The single vocabulary id of a judge answer such as ' A', from the judge's own tokenizer."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        raise UserError(f"judge answer {text!r} is {len(ids)} tokens for {model}; choose labels that are one token")
+    return ids[0]
+
+
 class VLLMEngine(Engine):
     kind = "vllm"
 
@@ -78,21 +86,12 @@ class VLLMEngine(Engine):
         self.usage.requests += len(conversations)
         return results
 
-    def token_id(self, text: str) -> int:
-        """The single vocabulary id of an answer token such as ' A', from this model's tokenizer."""
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
-        if len(ids) != 1:
-            raise UserError(
-                f"judge answer {text!r} is {len(ids)} tokens for {self.model}; choose labels that are one token"
-            )
-        return ids[0]
-
     def next_token_probs(
         self, conversations: list[Messages], candidates: tuple[str, ...]
     ) -> list[dict[str, float] | None]:
         from vllm import SamplingParams
 
-        ids = {cand: self.token_id(cand) for cand in candidates}
+        ids = {cand: answer_token_id(self.tokenizer, cand, self.model) for cand in candidates}
         sampling = SamplingParams(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
         results: list[dict[str, float] | None] = []
         for out in self._chat(conversations, sampling, continue_final=True):
