@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 import rows
 import yaml
@@ -57,6 +58,9 @@ def test_every_kind_validates(runs, tmp_path: Path, run: str, kind: str, variant
     assert Path(cfg["output_dir"]).is_absolute() and Path(cfg["base_model"]).is_absolute()
     assert cfg["dataset_prepared_path"].startswith(cfg["output_dir"])
     assert unknown_keys(cfg) == []
+    provenance = pl.read_parquet(Path(ds["path"]).with_name("provenance.parquet"))
+    assert provenance.height == result.rows and provenance["run_id"].null_count() == 0
+    assert {"model", "template_hash", "params", "seed", "created_at"} <= set(provenance.columns)
     if kind == "dpo":
         assert cfg["rl"] == "dpo" and ds["type"] == "chat_template.default" and "chat_template" in cfg
         assert cfg["rl_beta"] == (0.01 if variant == "srt-stage2" else 0.1)

@@ -13,7 +13,9 @@ What to train on follows from the run folder and `--kind`:
 | pairs (judge)                   | dpo  | self-judge-dpo  | chosen > rejected, beta 0.1                          |
 | best_of                         | sft  | best-of         | prompt + tournament winner                           |
 
-Rows that were not kept (parse failures, filters) are never exported. The rules of
+Rows that were not kept (parse failures, filters) are never exported. `train.parquet` holds only
+what axolotl reads; `provenance.parquet` beside it holds, row for row, each training row's keys and
+provenance columns (axolotl would carry extra columns into the trainer). The rules of
 ../shared/FACTS.md are applied: absolute paths, DPO `path` at the Parquet FILE, chat template at
 top level, no keys DPO drops, a fresh `dataset_prepared_path` for every new dataset file.
 """
@@ -31,6 +33,7 @@ import polars as pl
 import yaml
 
 from seftgen.errors import UserError
+from seftgen.io.schema import MESSAGES, PROVENANCE, TABLES
 from seftgen.io.store import load_manifest, read_run, write_parquet_atomic
 from seftgen.models import DEMO, resolve_model
 from seftgen.provenance import stable_hash
@@ -97,52 +100,65 @@ def _assistant(messages: list[dict[str, str]], text: str) -> list[dict[str, str]
     return [*messages, {"role": "assistant", "content": text}]
 
 
-def training_rows(run_dir: str | Path, kind: str) -> tuple[str, pl.DataFrame, int]:
-    """(variant, rows in axolotl's layout, rows left out because not kept)."""
+@dataclass
+class TrainingRows:
+    variant: str
+    rows: pl.DataFrame  # what axolotl reads
+    provenance: pl.DataFrame  # row for row: where each training row came from
+    left_out: int
+
+
+def training_rows(run_dir: str | Path, kind: str) -> TrainingRows:
+    """The training rows of a run in axolotl's layout, their provenance, and how many were left out."""
     manifest = load_manifest(run_dir)
     table, stage = manifest["table"], manifest["stage"]
+    method = manifest["config"].get("method")
     df = read_run(run_dir)
+    left_out = 0
     if "kept" in df.columns:
         left_out = int((~df["kept"]).sum())
         df = df.filter(pl.col("kept"))
-    else:
-        left_out = 0
-    method = manifest["config"].get("method")
+    if kind == "dpo" and table == "revisions" and method == "seft":
+        left_out += int((df["label"] == "keep").sum())  # a kept response has no rejected side
+        df = df.filter(pl.col("label") != "keep")
     if kind == "sft" and table == "sft":
-        variant = "jsft" if stage == "build-jsft-data" else "seft-reviser"
-        return variant, df.select("messages"), left_out
-    if kind == "sft" and table == "revisions" and method == "seft":
-        rows = [{"messages": _assistant(m, r)} for m, r in df.select("messages", "revised").iter_rows()]
-        return "seft-policy", _frame(rows), left_out
-    if kind == "sft" and table == "revisions" and method == "srt":
+        variant, rows = ("jsft" if stage == "build-jsft-data" else "seft-reviser"), df.select("messages")
+    elif kind == "sft" and table == "revisions" and method == "seft":
+        variant, rows = (
+            "seft-policy",
+            _frame([_assistant(m, r) for m, r in df.select("messages", "revised").iter_rows()]),
+        )
+    elif kind == "sft" and table == "revisions" and method == "srt":
         target = load_template(manifest["config"]["template"])
-        rows = [
-            {"messages": _assistant(m, target.render("target", response=o, feedback=f, refinement=r))}
-            for m, o, f, r in df.select("messages", "original", "feedback", "revised").iter_rows()
-        ]
-        return "srt-stage1", _frame(rows), left_out
-    if kind == "sft" and table == "best_of":
-        rows = [{"messages": _assistant(m, r)} for m, r in df.select("messages", "response").iter_rows()]
-        return "best-of", _frame(rows), left_out
-    if kind == "dpo" and table == "revisions":
-        if method == "seft":
-            left_out += int((df["label"] == "keep").sum())
-            df = df.filter(pl.col("label") != "keep")
-        dpo = df.select("messages", pl.col("revised").alias("chosen"), pl.col("original").alias("rejected"))
-        return ("srt-stage2" if method == "srt" else "seft-dpo"), dpo, left_out
-    if kind == "dpo" and table == "pairs":
-        return "self-judge-dpo", df.select("messages", "chosen", "rejected"), left_out
-    raise UserError(
-        f"cannot export a '{stage}' run as --kind {kind}",
-        file=run_dir,
-        hint="sft: reviser/jsft data, revisions, best-of; dpo: revisions, judged pairs",
-    )
+        variant, rows = (
+            "srt-stage1",
+            _frame(
+                [
+                    _assistant(m, target.render("target", response=o, feedback=f, refinement=r))
+                    for m, o, f, r in df.select("messages", "original", "feedback", "revised").iter_rows()
+                ]
+            ),
+        )
+    elif kind == "sft" and table == "best_of":
+        variant, rows = "best-of", _frame([_assistant(m, r) for m, r in df.select("messages", "response").iter_rows()])
+    elif kind == "dpo" and table == "revisions":
+        variant = "srt-stage2" if method == "srt" else "seft-dpo"
+        rows = df.select("messages", pl.col("revised").alias("chosen"), pl.col("original").alias("rejected"))
+    elif kind == "dpo" and table == "pairs":
+        variant, rows = "self-judge-dpo", df.select("messages", "chosen", "rejected")
+    else:
+        raise UserError(
+            f"cannot export a '{stage}' run as --kind {kind}",
+            file=run_dir,
+            hint="sft: reviser/jsft data, revisions, best-of; dpo: revisions, judged pairs",
+        )
+    keys = [c for c in (*TABLES[table].key, "source_id", "policy_model", "source_run_id") if c in df.columns]
+    provenance = df.select(*keys, *(c.name for c in PROVENANCE))
+    return TrainingRows(variant, rows, provenance, left_out)
 
 
-def _frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    from seftgen.io.schema import MESSAGES
-
-    return pl.DataFrame(rows, schema={"messages": MESSAGES}) if rows else pl.DataFrame(schema={"messages": MESSAGES})
+def _frame(conversations: list[list[dict[str, str]]]) -> pl.DataFrame:
+    return pl.DataFrame({"messages": conversations}, schema={"messages": MESSAGES})
 
 
 _EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
@@ -275,7 +291,8 @@ def export_axolotl(
     """Write `<config stem>-data/train.parquet` and the validated axolotl YAML at `config_path`."""
     if kind not in ("sft", "dpo"):
         raise UserError(f"--kind must be sft or dpo, got {kind!r}")
-    variant, rows, left_out = training_rows(run_dir, kind)
+    data = training_rows(run_dir, kind)
+    variant, rows, left_out = data.variant, data.rows, data.left_out
     if rows.is_empty():
         raise UserError(f"no rows to train on ({left_out} were not kept by parsing or filters)", file=run_dir)
     config_path = Path(config_path).resolve()
@@ -289,6 +306,7 @@ def export_axolotl(
         validate(cfg)  # before anything is written: a rejected config leaves no files behind
     data_path.parent.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(rows, data_path)
+    write_parquet_atomic(data.provenance, data_path.with_name("provenance.parquet"))
     header = (
         f"# axolotl config written by seftgen ({variant}) from run {manifest['run_id']}\n"
         f"# source: {Path(run_dir).resolve()}\n"
