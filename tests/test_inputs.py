@@ -54,6 +54,12 @@ def test_missing_file_and_unknown_model(tmp_path: Path, capsys) -> None:
     (tmp_path / "empty-model").mkdir()
     assert run_cli("sample", src, "-o", tmp_path / "o", "--model", str(tmp_path / "empty-model")) == 2
     assert "no config.json" in capsys.readouterr().err
+    assert run_cli("sample", src, "-o", tmp_path / "o", "--engine", "openai") == 2
+    assert "needs --base-url" in capsys.readouterr().err
+    assert (
+        run_cli("sample", src, "-o", tmp_path / "o", "--engine", "openai", "--base-url", "http://127.0.0.1:9/v1") == 2
+    )
+    assert "--model names the served model" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
 from seftgen.errors import UserError
-from seftgen.models import resolve_model
+from seftgen.models import DEMO, resolve_model
 
 __all__ = ["Completion", "Engine", "EngineSpec", "Generation", "Messages", "SamplingConfig", "get_engine"]
 
@@ -82,6 +82,8 @@ def get_engine(spec: EngineSpec) -> Engine:
 
         if not spec.base_url:
             raise UserError("--engine openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        if spec.model == DEMO:
+            raise UserError("with --engine openai, --model names the served model (see GET /v1/models)")
         engine = OpenAIEngine(
             spec.model,
             base_url=spec.base_url,
