@@ -91,7 +91,7 @@ class Server:
             "2048",
             "--enforce-eager",
             "--gpu-memory-utilization",
-            "0.3",
+            "0.2",  # on CPU a share of ALL RAM: leave room for the others
             "--max-logprobs",
             "20",
         ]

@@ -114,22 +114,32 @@ def test_killed_run_resumes_without_loss_or_duplicates(engine, tmp_path: Path) -
         "--batch-size",
         "1",
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "seftgen.cli.app", *args],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "subprocess.log"
+    # On CPU each engine reserves its share of ALL RAM; the session engine and `vllm serve` hold theirs.
+    small_engine = ["--memory-share", "0.15"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "seftgen.cli.app", *args, *small_engine],
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.time() + 600
     while time.time() < deadline and len(part_files(run)) < 2 and proc.poll() is None:
         time.sleep(0.2)
-    assert proc.poll() is None, "the run finished before it could be killed"
+    assert proc.poll() is None, (
+        f"the run ended (exit {proc.returncode}) before it could be killed:\n" + log.read_text()[-3000:]
+    )
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     finished_before = len(part_files(run))
     assert 2 <= finished_before < 10
     assert not list((run / "parts").glob("*.parquet.*"))  # no half-written part is visible
-    assert run_cli(*args) == 0  # rerun in-process on the same (session) engine settings
+    # Rerun on the session engine: the engine's memory share is not a run setting, so it resumes.
+    rerun = sample(
+        str(DEMO_PROMPTS), run, engine, params=SamplingConfig(n=2, top_p=0.9, max_tokens=48), limit=10, batch_size=1
+    )
+    assert rerun.resumed == 2 * finished_before and rerun.written == 20 - 2 * finished_before
     df = read_run(run)
     assert df.height == 20
     assert sorted(keys(df)) == sorted(set(keys(df)))  # exactly once each

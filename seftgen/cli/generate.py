@@ -49,7 +49,7 @@ def sample_cmd(
     system: Annotated[str | None, typer.Option("--system", help="System prompt to put before each prompt.")] = None,
     n: NOpt = 2,
     temperature: TemperatureOpt = 1.0,
-    top_p: TopPOpt = 0.9,
+    top_p: TopPOpt = 1.0,
     max_tokens: MaxTokensOpt = 256,
     stop: StopOpt = None,
     limit: LimitOpt = None,

@@ -47,10 +47,12 @@ ApiKeyEnvOpt = Annotated[
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="vLLM weight dtype.", rich_help_panel=ENGINE)]
 MaxModelLenOpt = Annotated[int, typer.Option("--max-model-len", help="vLLM context length.", rich_help_panel=ENGINE)]
 MemoryShareOpt = Annotated[
-    float,
+    float | None,
     typer.Option(
         "--memory-share",
-        help="vLLM gpu_memory_utilization (on CPU: share of RAM for the KV cache).",
+        min=0.01,
+        max=1.0,
+        help="vLLM gpu_memory_utilization; default 0.9 on GPU, 0.3 on CPU (there: share of ALL RAM per engine).",
         rich_help_panel=ENGINE,
     ),
 ]
@@ -149,7 +151,7 @@ ENGINE_OPTIONS: list[tuple[str, Any, Any]] = [
     ("api_key_env", ApiKeyEnvOpt, "OPENAI_API_KEY"),
     ("dtype", DtypeOpt, "bfloat16"),
     ("max_model_len", MaxModelLenOpt, 2048),
-    ("memory_share", MemoryShareOpt, 0.3),
+    ("memory_share", MemoryShareOpt, None),
     ("tensor_parallel", TensorParallelOpt, 1),
     ("seed", SeedOpt, 0),
     ("chat_template", ChatTemplateOpt, None),

@@ -26,7 +26,7 @@ class EngineSpec:
     # vLLM
     dtype: str = "bfloat16"
     max_model_len: int = 2048
-    memory_share: float = 0.3
+    memory_share: float | None = None  # None: 0.9 with CUDA, 0.3 on CPU (see default_memory_share)
     tensor_parallel_size: int = 1
     seed: int = 0
     chat_template: str | None = None  # path to a Jinja chat template file

@@ -29,7 +29,7 @@ class RayEngine(Engine):
         batch_size: int = 64,
         dtype: str = "bfloat16",
         max_model_len: int = 2048,
-        memory_share: float = 0.3,
+        memory_share: float | None = None,
         tensor_parallel_size: int = 1,
         seed: int = 0,
     ) -> None:
@@ -48,7 +48,7 @@ class RayEngine(Engine):
         engine_kwargs: dict[str, Any] = {
             "dtype": dtype,
             "max_model_len": max_model_len,
-            "gpu_memory_utilization": memory_share,
+            "gpu_memory_utilization": memory_share or (0.3 if cpu_only else 0.9),
             "tensor_parallel_size": tensor_parallel_size,
             "seed": seed,
             "max_logprobs": TOP_LOGPROBS,

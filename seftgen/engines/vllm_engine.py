@@ -11,6 +11,14 @@ from seftgen.errors import UserError
 TOP_LOGPROBS = 20  # vLLM's default max_logprobs, and the OpenAI API's top_logprobs limit
 
 
+def default_memory_share() -> float:
+    """vLLM's gpu_memory_utilization. On GPUs vLLM's own 0.9; on the CPU backend it is the share of
+    ALL RAM reserved per engine, and 0.9 fails at start-up, so 0.3 (about 7 GiB of 24)."""
+    import torch
+
+    return 0.9 if torch.cuda.is_available() else 0.3
+
+
 def answer_token_id(tokenizer: Any, text: str, model: str) -> int:
     """The single vocabulary id of a judge answer such as ' A', from the judge's own tokenizer."""
     ids = tokenizer.encode(text, add_special_tokens=False)
@@ -28,7 +36,7 @@ class VLLMEngine(Engine):
         *,
         dtype: str = "bfloat16",
         max_model_len: int = 2048,
-        memory_share: float = 0.3,
+        memory_share: float | None = None,
         tensor_parallel_size: int = 1,
         seed: int = 0,
         chat_template: str | None = None,
@@ -44,7 +52,7 @@ class VLLMEngine(Engine):
             model=model,
             dtype=dtype,
             max_model_len=max_model_len,
-            gpu_memory_utilization=memory_share,
+            gpu_memory_utilization=memory_share or default_memory_share(),
             tensor_parallel_size=tensor_parallel_size,
             seed=seed,
             enforce_eager=enforce_eager,
