@@ -136,9 +136,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(engine, tmp_path: Path) -
     assert 2 <= finished_before < 10
     assert not list((run / "parts").glob("*.parquet.*"))  # no half-written part is visible
     # Rerun on the session engine: the engine's memory share is not a run setting, so it resumes.
-    rerun = sample(
-        str(DEMO_PROMPTS), run, engine, params=SamplingConfig(n=2, top_p=0.9, max_tokens=48), limit=10, batch_size=1
-    )
+    rerun = sample(str(DEMO_PROMPTS), run, engine, params=SamplingConfig(n=2, max_tokens=48), limit=10, batch_size=1)
     assert rerun.resumed == 2 * finished_before and rerun.written == 20 - 2 * finished_before
     df = read_run(run)
     assert df.height == 20
