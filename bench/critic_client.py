@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import socket
@@ -21,6 +20,8 @@ import time
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
+
+from report import print_ratio
 
 REPLY = (
     "Weaknesses: the answer is vague.\nOverall Score: [[4]]\nSuggestions: give the number.\n\n"
@@ -146,19 +147,7 @@ def main() -> None:
                 seftgen_rates.append(load_manifest(Path(tmp) / f"critic-{k}")["totals"]["requests"] / elapsed)
     finally:
         server.terminate()
-    bare, ours = max(bare_rates), max(seftgen_rates)
-    print(
-        json.dumps(
-            {
-                "workload": vars(args),
-                "bare_asyncopenai_requests_per_s": round(bare, 1),
-                "seftgen_critic_requests_per_s": round(ours, 1),
-                "ratio": round(ours / bare, 3),
-                "runs": {"bare": [round(r, 1) for r in bare_rates], "seftgen": [round(r, 1) for r in seftgen_rates]},
-            },
-            indent=2,
-        )
-    )
+    print_ratio(vars(args), "requests_per_s", ("bare_asyncopenai", bare_rates), ("seftgen_critic", seftgen_rates))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ Runs alternate (raw, seftgen, raw, seftgen, ...) and the best of each is compare
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
+
+from report import print_ratio
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,19 +57,7 @@ def main() -> None:
             elapsed = time.perf_counter() - start
             seftgen_rates.append(int(read_run(Path(tmp) / "run")["completion_tokens"].sum()) / elapsed)
 
-    raw, ours = max(raw_rates), max(seftgen_rates)
-    print(
-        json.dumps(
-            {
-                "workload": vars(args),
-                "raw_vllm_tokens_per_s": round(raw, 1),
-                "seftgen_tokens_per_s": round(ours, 1),
-                "ratio": round(ours / raw, 3),
-                "runs": {"raw": [round(r, 1) for r in raw_rates], "seftgen": [round(r, 1) for r in seftgen_rates]},
-            },
-            indent=2,
-        )
-    )
+    print_ratio(vars(args), "tokens_per_s", ("raw_vllm", raw_rates), ("seftgen", seftgen_rates))
 
 
 if __name__ == "__main__":

@@ -65,18 +65,18 @@ def get_engine(spec: EngineSpec) -> Engine:
     if spec in _CACHE:
         return _CACHE[spec]
     engine: Engine
+    # What vLLM needs wherever it runs: in this process or in Ray actors.
+    local = {
+        "dtype": spec.dtype,
+        "max_model_len": spec.max_model_len,
+        "memory_share": spec.memory_share,
+        "tensor_parallel_size": spec.tensor_parallel_size,
+        "seed": spec.seed,
+    }
     if spec.kind == "vllm":
         from seftgen.engines.vllm_engine import VLLMEngine
 
-        engine = VLLMEngine(
-            spec.model,
-            dtype=spec.dtype,
-            max_model_len=spec.max_model_len,
-            memory_share=spec.memory_share,
-            tensor_parallel_size=spec.tensor_parallel_size,
-            seed=spec.seed,
-            chat_template=_read_template(spec.chat_template),
-        )
+        engine = VLLMEngine(spec.model, chat_template=_read_template(spec.chat_template), **local)
     elif spec.kind == "openai":
         from seftgen.engines.openai_engine import OpenAIEngine
 
@@ -107,11 +107,7 @@ def get_engine(spec: EngineSpec) -> Engine:
             address=spec.ray_address,
             replicas=spec.replicas,
             batch_size=spec.ray_batch_size,
-            dtype=spec.dtype,
-            max_model_len=spec.max_model_len,
-            memory_share=spec.memory_share,
-            tensor_parallel_size=spec.tensor_parallel_size,
-            seed=spec.seed,
+            **local,
         )
     else:
         raise UserError(f"unknown engine {spec.kind!r} (choose vllm, openai or ray)")

@@ -20,8 +20,12 @@ class SamplingConfig:
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
 
+    def as_dict(self) -> dict[str, object]:
+        """Plain JSON types (`stop` as a list), as recorded in manifests and rows."""
+        return asdict(self) | {"stop": list(self.stop)}
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(self.as_dict(), sort_keys=True)
 
 
 @dataclass

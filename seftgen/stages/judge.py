@@ -192,14 +192,16 @@ def best_of(
             live = [(i, b) for i, b in enumerate(brackets) if not b.done and i not in failed]
             if not live:
                 break
-            triples, owners = [], []
-            for i, b in live:
-                for a, c in b.matches():
-                    triples.append((by_idx[i][a]["messages"], by_idx[i][a]["response"], by_idx[i][c]["response"]))
-                    owners.append(i)
+            triples = [
+                (by_idx[i][a]["messages"], by_idx[i][a]["response"], by_idx[i][c]["response"])
+                for i, b in live
+                for a, c in b.matches()
+            ]
             scores = judge.judge(triples)
-            for i, b in live:
-                mine = [s for s, o in zip(scores, owners, strict=True) if o == i]
+            start = 0
+            for i, b in live:  # each bracket's matches are contiguous in `triples`
+                mine = scores[start : start + len(b.matches())]
+                start += len(mine)
                 if err := next((s.error for s in mine if s.error and s.error.startswith("engine:")), None):
                     failed[i] = err
                 else:

@@ -42,7 +42,6 @@ def _user(text: str) -> list[dict[str, str]]:
 class _Setup:
     engine: Engine
     store: RunStore
-    template: PromptTemplate
     params: SamplingConfig
     todo: Any
     total: int
@@ -61,14 +60,14 @@ def _open(
 ) -> _Setup:
     source = source_info(samples, "samples")
     engine = ensure_engine(engine)
-    config = downstream_config(source, engine, template, json.loads(params.to_json()), method=method, **extra)
+    config = downstream_config(source, engine, template, params.as_dict(), method=method, **extra)
     store = RunStore.open(out, REVISIONS, "revise", config, shard=shard, resume=resume)
     todo = (
         r
         for r in iter_run_rows(samples, shard, SAMPLE_COLUMNS)
         if (r["prompt_id"], r["sample_idx"]) not in store.done and r["finish_reason"] != "error"
     )
-    return _Setup(engine, store, template, params, todo, max(source["rows"] - len(store.done), 0))
+    return _Setup(engine, store, params, todo, max(source["rows"] - len(store.done), 0))
 
 
 def _base_row(sample: dict[str, Any], method: str, prov: dict[str, Any]) -> dict[str, Any]:
@@ -163,11 +162,11 @@ def revise_srt(
         "score_template": scorer.name,
         "score_template_hash": scorer.hash,
         "required_feedback_parts": required,
-        "score_params": json.loads(score_params.to_json()),
+        "score_params": score_params.as_dict(),
     }
     s = _open(samples, out, critic, "srt", tpl, params, extra, shard, resume)
     template_id = f"{tpl.hash}+{scorer.hash}"
-    params_json = json.dumps({"critic": json.loads(params.to_json()), "score": extra["score_params"]}, sort_keys=True)
+    params_json = json.dumps({"critic": params.as_dict(), "score": extra["score_params"]}, sort_keys=True)
 
     def score_prompt(sample: dict[str, Any], response: str) -> list[dict[str, str]]:
         return _user(scorer.render("user", instruction=instruction_text(sample["messages"]), response=response))

@@ -43,7 +43,7 @@ def sample(
         "model": engine.model,
         "engine": engine.kind,
         "template_hash": chat_hash,
-        "params": params.__dict__ | {"stop": list(params.stop)},
+        "params": params.as_dict(),
         "seed": engine.seed,
     }
     store = RunStore.open(out, SAMPLES, "sample", config, shard=shard, resume=resume)
