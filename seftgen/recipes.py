@@ -36,7 +36,8 @@ class Prompts(_Strict):
 
 
 class ModelRef(_Strict):
-    """A model for a stage: 'policy' (the current round's), 'demo', a folder or hub id, or an API."""
+    """A model for a stage: 'policy' (the current round's), 'train:STEP' (the model a training step
+    of this recipe produced), 'demo', a folder or hub id, or an API."""
 
     model: str = "policy"
     engine: Literal["vllm", "openai"] = "vllm"
@@ -57,6 +58,7 @@ class ReviseStage(_Strict):
     reviser: ModelRef = ModelRef(model="demo")
     template: str = "reviser"
     max_tokens: int = 512
+    constrain: bool = Field(True, description="Constrain decoding to the template's output format.")
 
 
 class CritiqueStage(_Strict):
@@ -64,6 +66,7 @@ class CritiqueStage(_Strict):
     template: str = "srt_critic"
     score_template: str = "srt_score"
     max_tokens: int = 1024
+    constrain: bool = True
 
 
 class JudgeStage(_Strict):
@@ -72,14 +75,25 @@ class JudgeStage(_Strict):
     verdict: Literal["logprobs", "text"] = "logprobs"
     min_margin: float = 0.0
     require_consistent: bool = False
+    constrain: bool = True
 
 
 class TrainStep(_Strict):
     name: str
     kind: Literal["sft", "dpo"]
     data: Literal["revise", "critique", "judge", "best_of", "reviser_data", "jsft_data"]
+    base: str = Field("policy", description="Model to train: 'policy' (the round's), 'train:STEP', or a model.")
+    once: bool = Field(False, description="Train in round 1 only; later rounds reuse its model (the SEFT reviser).")
     preset: str | None = None
     set: dict[str, Any] = {}
+
+
+class Training(_Strict):
+    """How training steps run with `seftgen round --train` (axolotl in its own environment)."""
+
+    preset: str | None = Field(None, description="axolotl preset for every step: 'cpu', 'gpu' or a YAML file.")
+    launcher: str | None = Field(None, description="axolotl --launcher; default 'python' without a GPU.")
+    next_policy: str | None = Field(None, description="Step whose model is round K+1's policy (default: last).")
 
 
 class Recipe(_Strict):
@@ -97,6 +111,7 @@ class Recipe(_Strict):
     reviser_data: bool = False
     jsft_data: bool = False
     train: list[TrainStep] = []
+    training: Training = Training()
     base_dir: Path = Path(".")
 
     def resolve(self, value: str) -> str:

@@ -17,6 +17,7 @@ import jinja2
 import yaml
 
 from seftgen.errors import UserError
+from seftgen.formats import OutputFormat
 from seftgen.provenance import template_hash
 from seftgen.resources import resource_dir
 
@@ -40,9 +41,17 @@ class PromptTemplate:
     def hash(self) -> str:
         return template_hash(self.source)
 
+    @cached_property
+    def output(self) -> OutputFormat | None:
+        """The reply format declared under `output:` (None for templates whose reply is not parsed)."""
+        spec = self.data.get("output")
+        return None if spec is None else OutputFormat.from_template(spec, self.data, self.path)
+
     def render(self, field: str, **values: Any) -> str:
         if field not in self.data:
             raise UserError(f"template has no '{field}' field", file=self.path, field=field)
+        if self.output is not None:
+            values.setdefault("output_format", self.output.skeleton())
         try:
             return _compile(self.data[field]).render(**values).strip()
         except jinja2.TemplateError as exc:
@@ -70,7 +79,9 @@ def load_template(name_or_path: str) -> PromptTemplate:
         raise UserError(f"template is not valid YAML ({exc})", file=path) from exc
     if not isinstance(data, dict) or "user" not in data:
         raise UserError("template must be a mapping with at least a 'user' field", file=path)
-    return PromptTemplate(data.get("name", path.stem), path, source, data)
+    template = PromptTemplate(data.get("name", path.stem), path, source, data)
+    _ = template.output  # a bad `output:` declaration is reported now, before any model loads
+    return template
 
 
 def instruction_text(messages: list[dict[str, str]]) -> str:

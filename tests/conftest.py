@@ -41,9 +41,9 @@ def engine(demo_model: Path):
     from seftgen.engines import EngineSpec, get_engine
 
     yield get_engine(EngineSpec())
-    from seftgen.engines import _close_all
+    from seftgen.engines import release_engines
 
-    _close_all()  # while pytest's streams are still open (vLLM logs on shutdown)
+    release_engines()  # while pytest's streams are still open (vLLM logs on shutdown)
 
 
 def free_port() -> int:

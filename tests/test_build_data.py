@@ -34,11 +34,12 @@ def test_reviser_examples_are_graded_by_rating_gap(tmp_path: Path) -> None:
 
 def test_reviser_targets_round_trip_through_the_revise_parser(tmp_path: Path) -> None:
     build_reviser_data(str(DEMO_PREFS), tmp_path / "rd")
-    labels = load_template("reviser").get("labels")
+    tpl = load_template("reviser")
+    labels = tpl.get("labels")
     for messages, kind in read_run(tmp_path / "rd").select("messages", "kind").iter_rows():
         assert [m["role"] for m in messages] == ["user", "assistant"]
         original = messages[0]["content"].split("### Response\n", 1)[1].split("\n\nReply in exactly")[0]
-        reply = parse_reviser(messages[1]["content"], labels, original)
+        reply = parse_reviser(tpl.output, messages[1]["content"], labels, original)
         assert reply.error is None and reply.label == kind
         assert (reply.revised == original) == (kind == "keep")
 

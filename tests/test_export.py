@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -14,11 +13,15 @@ import yaml
 from conftest import DEMO_PREFS, run_cli
 
 from seftgen.errors import UserError
-from seftgen.export.axolotl import export_axolotl, unknown_keys
+from seftgen.export.axolotl import export_axolotl
 from seftgen.stages.build_data import build_jsft_data, build_reviser_data
+from seftgen.training.env import find_axolotl
 
-pytest.importorskip("axolotl", reason="axolotl is part of the dev install (make test)")
-pytestmark = pytest.mark.axolotl
+AXOLOTL = find_axolotl()
+pytestmark = [
+    pytest.mark.axolotl,
+    pytest.mark.skipif(AXOLOTL is None, reason="needs axolotl's environment (make train-env)"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,7 @@ def test_every_kind_validates(runs, tmp_path: Path, run: str, kind: str, variant
     assert Path(ds["path"]).is_absolute() and ds["path"].endswith("train.parquet") and Path(ds["path"]).is_file()
     assert Path(cfg["output_dir"]).is_absolute() and Path(cfg["base_model"]).is_absolute()
     assert cfg["dataset_prepared_path"].startswith(cfg["output_dir"])
-    assert unknown_keys(cfg) == []
+    assert result.validated  # axolotl's own validate_config ran, in axolotl's environment
     provenance = pl.read_parquet(Path(ds["path"]).with_name("provenance.parquet"))
     assert provenance.height == result.rows and provenance["run_id"].null_count() == 0
     assert {"model", "template_hash", "params", "seed", "created_at"} <= set(provenance.columns)
@@ -78,7 +81,7 @@ def test_overrides_presets_and_rejections(runs, tmp_path: Path, capsys) -> None:
     assert not [k for k in result.config if k.startswith("lora_")]  # full fine-tuning drops the LoRA keys
     lora = export_axolotl(runs["pairs"], "dpo", "demo", tmp_path / "l.yml", preset="cpu")
     assert lora.config["lora_mlp_kernel"] is False and lora.config["lora_r"] == 16
-    with pytest.raises(UserError, match="axolotl does not know lora_rank"):
+    with pytest.raises(UserError, match="axolotl does not know lora_rank"):  # axolotl would drop it silently
         export_axolotl(runs["pairs"], "dpo", "demo", tmp_path / "b.yml", overrides={"lora_rank": 8})
     assert not (tmp_path / "b.yml").exists() and not (tmp_path / "b-data").exists()
     with pytest.raises(UserError, match="rejects sample_packing"):
@@ -107,8 +110,14 @@ def test_overrides_presets_and_rejections(runs, tmp_path: Path, capsys) -> None:
 
 def _preprocess(cfg: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1", "CUDA_VISIBLE_DEVICES": ""}
-    axolotl = Path(sys.executable).with_name("axolotl")
-    proc = subprocess.run([str(axolotl), "preprocess", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [str(AXOLOTL.executable), "preprocess", str(cfg)],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
@@ -143,3 +152,19 @@ def test_axolotl_preprocess_reads_our_files_and_masks_the_prompt(runs, demo_mode
     ex = ds[0]
     assert rows.PROMPT[0]["content"] in ex["prompt"] and rows.GOOD in ex["chosen"] and rows.WEAK in ex["rejected"]
     assert rows.GOOD not in ex["prompt"]
+
+
+def test_without_axolotl_the_config_is_written_unvalidated(runs, tmp_path: Path, monkeypatch, capsys) -> None:
+    """No axolotl anywhere: export still writes the config, says so in one line, records it."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("seftgen.training.env._CHECKOUT", tmp_path)
+    result = export_axolotl(runs["pairs"], "dpo", "demo", tmp_path / "u.yml")
+    assert result.config_path.is_file() and not result.validated
+    assert (
+        run_cli("export-axolotl", runs["pairs"], "--kind", "dpo", "--base-model", "demo", "-o", tmp_path / "v.yml") == 0
+    )
+    assert "written unvalidated" in capsys.readouterr().err
+    assert run_cli("validate", tmp_path / "v.yml", "--axolotl", AXOLOTL.executable) == 0
+    assert run_cli("validate", tmp_path / "v.yml") == 2  # none found: one clear line
+    assert "no axolotl found" in capsys.readouterr().err

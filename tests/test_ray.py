@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from conftest import DEMO_PROMPTS, Server
 
-from seftgen.engines import EngineSpec, _close_all
+from seftgen.engines import EngineSpec, release_engines
 from seftgen.engines.base import SamplingConfig
 from seftgen.io.schema import SAMPLES
 from seftgen.io.store import load_manifest, part_files, read_run
@@ -24,12 +24,12 @@ pytestmark = [pytest.mark.ray, pytest.mark.engine]
 
 @pytest.fixture(scope="module")
 def ray_spec(demo_model):
-    _close_all()
+    release_engines()
     for server in list(Server.running):
         server.stop()
     spec = EngineSpec(kind="ray", replicas=1, ray_batch_size=8)
     yield spec
-    _close_all()
+    release_engines()
 
 
 def test_ray_engine_sample_and_resume(ray_spec, tmp_path: Path) -> None:

@@ -33,6 +33,27 @@ app = typer.Typer(
 for module in (generate, data, export, admin):
     module.register(app)
 
+# Commands that run models or axolotl: their tools' chatter goes to a log file unless --verbose.
+NOISY = {"sample", "revise", "judge", "best-of", "round", "validate", "export-axolotl"}
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show what vLLM, Ray and axolotl print (default: a log file)."
+    ),
+) -> None:
+    if ctx.invoked_subcommand not in NOISY:
+        return
+    from datetime import datetime
+
+    from seftgen.console import tools_to_log
+    from seftgen.models import cache_dir
+
+    log = cache_dir() / "logs" / f"{datetime.now():%Y%m%d-%H%M%S}-{ctx.invoked_subcommand}-{os.getpid()}.log"
+    ctx.with_resource(tools_to_log(log, enabled=not verbose))
+
 
 def _terminate(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt

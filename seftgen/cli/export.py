@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from seftgen.cli.report import report
-from seftgen.console import console
+from seftgen.console import console, warn
+
+AXOLOTL_HELP = "axolotl executable or its venv (else $SEFTGEN_AXOLOTL, then PATH, then .venv-train)."
 
 
 def export_axolotl_cmd(
@@ -33,10 +34,15 @@ def export_axolotl_cmd(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override one key: --set learning_rate=2e-5 (repeatable).")
     ] = None,
+    axolotl: Annotated[
+        Path | None,
+        typer.Option("--axolotl", help=AXOLOTL_HELP),
+    ] = None,
     validate: Annotated[
         bool,
         typer.Option(
-            "--validate/--no-validate", help="Check with axolotl's validate_config and for keys axolotl would drop."
+            "--validate/--no-validate",
+            help="Check with axolotl's validate_config (in axolotl's env) and for keys axolotl would drop.",
         ),
     ] = True,
 ) -> None:
@@ -61,44 +67,141 @@ def export_axolotl_cmd(
         preset=preset,
         overrides=parse_overrides(set_ or []),
         check=validate,
+        axolotl=axolotl,
     )
     console.print(
         f"[green]✓[/] {result.variant}: {result.rows} rows → {result.data_path}"
         + (f" ({result.left_out} not kept, left out)" if result.left_out else "")
     )
     console.print(f"[green]✓[/] config → {result.config_path}")
+    if validate and not result.validated:
+        warn("no axolotl found: the config was written unvalidated; run `seftgen validate` where axolotl is")
     console.print("next:\n  " + "\n  ".join(result.commands))
 
 
 def round_cmd(
     recipe: Annotated[str, typer.Argument(help="Recipe file, or a shipped one: seft, self-judge, srt.")],
-    round_k: Annotated[
-        int, typer.Option("--round", "-k", min=1, help="Round number; K > 1 trains round K-1's merged model.")
-    ] = 1,
+    rounds: Annotated[
+        str,
+        typer.Option("--rounds", "--round", "-k", help="Round K, or rounds K-M; round K > 1 starts from K-1's policy."),
+    ] = "1",
     workdir: Annotated[Path, typer.Option("--workdir", "-w", help="Where round-K/ folders go.")] = Path("runs"),
-    policy: Annotated[str | None, typer.Option("--policy", help="Override the round's policy model.")] = None,
+    do_train: Annotated[
+        bool, typer.Option("--train/--no-train", help="Run each training step with axolotl (train + merge-lora).")
+    ] = False,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="axolotl preset for every step: cpu, gpu or a YAML file.")
+    ] = None,
+    axolotl: Annotated[
+        Path | None,
+        typer.Option("--axolotl", help=AXOLOTL_HELP),
+    ] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="Override the first round's policy model.")] = None,
     base_dir: Annotated[
         Path, typer.Option("--base-dir", help="Relative paths in the recipe resolve against this.")
     ] = Path("."),
 ) -> None:
-    """Run round K of a recipe: its data stages, then its axolotl configs; print what to run next.
+    """Run rounds of a recipe: data stages, axolotl configs, and with [bold]--train[/] the training.
+
+    Each round samples with its policy, revises / critiques / judges, and trains in the order the
+    method needs (SEFT: reviser, then revise with it, then the policy). Round K+1 samples with round
+    K's trained policy. Without --train, the configs and the axolotl commands are written and printed.
+    axolotl runs in its own environment (.venv-train); its output goes to the round's logs/ folder.
+
+    [bold]Examples[/]
+
+      seftgen round seft --rounds 1-2 --train --preset cpu --workdir runs/demo
+
+      seftgen round self-judge --round 1 --workdir runs/sj      # configs only
+    """
+    from seftgen.console import StepLine
+    from seftgen.recipes import load_recipe
+    from seftgen.stages.round import parse_rounds, run_rounds
+
+    line = StepLine()
+    results = run_rounds(
+        load_recipe(recipe, base_dir),
+        workdir,
+        parse_rounds(rounds),
+        policy=policy,
+        do_train=do_train,
+        axolotl=axolotl,
+        preset=preset,
+        notify=lambda text: console.print(f"[dim]·[/] {text}"),
+        on_step=line.update,
+    )
+    for result in results:
+        round_report(result)
+
+
+def round_report(result) -> None:
+    """What a round did, in a few lines: data, labels, kept rows, training, models."""
+    from seftgen.console import warn
+
+    console.print(f"\n[bold]round {result.round}[/]  policy (wrote the samples): {result.policy}")
+    for name, stage in result.stages.items():
+        s = stage.summary
+        detail = ", ".join(
+            f"{k} {v}" for k, v in s.items() if k in ("prompts", "rows", "kept", "labels", "examples", "pairs")
+        )
+        console.print(f"  [green]✓[/] {name}: {detail or f'{stage.written} rows'}")
+    for name, trained in result.trained.items():
+        loss = f"loss {trained.losses[0]:.3f} → {trained.losses[-1]:.3f}" if trained.losses else "no loss logged"
+        state = "already trained" if trained.skipped else f"{trained.steps} steps, {trained.seconds:.0f}s"
+        console.print(f"  [green]✓[/] trained {name}: {state}, {loss} → {trained.model}")
+    for exported in result.exports:
+        if not exported.validated:
+            warn(f"{exported.config_path} was not validated (no axolotl found); run `seftgen validate` later")
+    for name, why in result.skipped.items():
+        console.print(f"  [dim]·[/] training step '{name}' skipped: {why}")
+    if result.blocked:
+        warn(result.blocked)
+    if result.commands:
+        console.print("  next:\n    " + "\n    ".join(result.commands))
+    if result.next_policy:
+        console.print(f"  next round's policy: {result.next_policy}")
+    console.print(f"  plan: {result.dir / 'round.json'}")
+
+
+def validate_cmd(
+    configs: Annotated[list[Path], typer.Argument(help="axolotl config files written by seftgen.")],
+    axolotl: Annotated[
+        Path | None,
+        typer.Option("--axolotl", help=AXOLOTL_HELP),
+    ] = None,
+) -> None:
+    """Validate axolotl configs with axolotl's own code, in axolotl's environment.
+
+    Checks what `validate_config` checks, and keys axolotl would drop silently.
 
     [bold]Example[/]
 
-      seftgen round seft --round 1 --workdir runs/seft
+      seftgen validate runs/demo/round-1/train-*.yml --axolotl .venv-train
     """
-    from seftgen.console import warn
-    from seftgen.recipes import load_recipe
-    from seftgen.stages.round import run_round
+    import yaml
 
-    result = run_round(load_recipe(recipe, base_dir), workdir, round_k, policy)
-    for name, stage in result.stages.items():
-        report(stage, name)
-    for exported in result.exports:
-        console.print(f"[green]✓[/] {exported.variant}: {exported.rows} rows → {exported.config_path}")
-    for name, why in result.skipped.items():
-        warn(f"training step '{name}' skipped: {why}")
-    console.print(f"round {round_k} policy: {result.policy}\nnext:\n  " + "\n  ".join(result.commands))
+    from seftgen.errors import UserError
+    from seftgen.training.env import find_axolotl, validate_configs
+
+    found = find_axolotl(axolotl)
+    if found is None:
+        raise UserError("no axolotl found", hint="--axolotl PATH, $SEFTGEN_AXOLOTL, PATH or .venv-train")
+    loaded = []
+    for path in configs:
+        if not path.is_file():
+            raise UserError("config file does not exist", file=path)
+        try:
+            cfg = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise UserError(f"not valid YAML ({exc})", file=path) from exc
+        if not isinstance(cfg, dict):
+            raise UserError("an axolotl config must be a YAML mapping", file=path)
+        loaded.append(cfg)
+    problems = validate_configs(found, loaded)
+    for path, problem in zip(configs, problems, strict=True):
+        if problem:
+            raise UserError(problem, file=path)
+        console.print(f"[green]✓[/] {path}: valid for axolotl ({found.executable})")
 
 
 def release_cmd(
@@ -137,3 +240,4 @@ def register(app: typer.Typer) -> None:
     app.command("release")(release_cmd)
     app.command("export-axolotl")(export_axolotl_cmd)
     app.command("round")(round_cmd)
+    app.command("validate")(validate_cmd)

@@ -14,7 +14,16 @@ from seftgen.engines.base import Completion, Engine, Generation, Messages, Sampl
 from seftgen.errors import UserError
 from seftgen.models import DEMO, resolve_model
 
-__all__ = ["Completion", "Engine", "EngineSpec", "Generation", "Messages", "SamplingConfig", "get_engine"]
+__all__ = [
+    "Completion",
+    "Engine",
+    "EngineSpec",
+    "Generation",
+    "Messages",
+    "SamplingConfig",
+    "get_engine",
+    "release_engines",
+]
 
 
 @dataclass(frozen=True)
@@ -115,8 +124,16 @@ def get_engine(spec: EngineSpec) -> Engine:
     return engine
 
 
+def cached_engines() -> set[EngineSpec]:
+    return set(_CACHE)
+
+
 @atexit.register
-def _close_all() -> None:
-    for engine in _CACHE.values():
-        engine.close()
-    _CACHE.clear()
+def release_engines(keep: set[EngineSpec] | frozenset[EngineSpec] = frozenset()) -> None:
+    """Close cached engines except `keep` (a round frees what it opened before training, which
+    needs the memory, and leaves engines its caller opened alone)."""
+    for spec in [s for s in _CACHE if s not in keep]:
+        _CACHE.pop(spec).close()
+    import gc
+
+    gc.collect()

@@ -11,18 +11,23 @@ Messages = list[dict[str, str]]
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Sampling parameters shared by all engines. `seed` is engine-level (see FACTS: vLLM on CPU
-    crashes on per-request seeds), so it is recorded here only for provenance."""
+    """Sampling parameters shared by all engines. The seed is engine-level (vLLM's CPU backend
+    crashes on per-request seeds), so it lives in `EngineSpec`. `regex` constrains decoding to a
+    template's declared output format where the engine supports it (see `Engine.constrains`)."""
 
     n: int = 1
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
+    regex: str | None = None
 
     def as_dict(self) -> dict[str, object]:
-        """Plain JSON types (`stop` as a list), as recorded in manifests and rows."""
-        return asdict(self) | {"stop": list(self.stop)}
+        """Plain JSON types (`stop` as a list), as recorded in manifests and rows; the regex is
+        recorded as `constrained` (the format itself is part of the template and its hash)."""
+        out = asdict(self) | {"stop": list(self.stop), "constrained": self.regex is not None}
+        out.pop("regex")
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), sort_keys=True)
@@ -67,6 +72,11 @@ class Engine(ABC):
 
     def __init__(self) -> None:
         self.usage = Usage()
+
+    @property
+    def constrains(self) -> bool:
+        """Whether `SamplingConfig.regex` is enforced (vLLM structured outputs)."""
+        return True
 
     def take_usage(self) -> dict[str, float]:
         """Counters since the last call (so a stage can add them to its manifest per part)."""

@@ -1,6 +1,6 @@
 """Any OpenAI-compatible server (vLLM serve, hosted APIs): async, bounded, retried, accounted.
 
-One AsyncOpenAI client per batch, a semaphore for concurrency, RPM/TPM limits, exponential
+One AsyncOpenAI client per engine (one event loop thread), a semaphore for concurrency, RPM/TPM limits, exponential
 backoff with jitter, a global cool-down on 429, a per-request timeout. A request that still fails
 becomes a per-row error (the stage reports it and a rerun retries it); it never stops the batch.
 """
@@ -59,6 +59,7 @@ class OpenAIEngine(Engine):
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self._async_client: Any = None
         self._limiter = RateLimiter(rpm, tpm)  # shared by every batch, so limits hold across batches
+        self._is_vllm: bool | None = None
 
     # -- one batch -------------------------------------------------------------------------------
     # One event loop thread and one AsyncOpenAI client live as long as the engine, so HTTP
@@ -140,10 +141,30 @@ class OpenAIEngine(Engine):
     def _error_text(exc: BaseException) -> str:
         return f"{type(exc).__name__}: {exc}"[:500]
 
+    @property
+    def constrains(self) -> bool:
+        """vLLM servers take a regex in the `structured_outputs` extra body field; other APIs do not
+        (their replies are parsed unconstrained). A vLLM server says `owned_by: vllm` in /models."""
+        if self._is_vllm is None:
+
+            async def probe() -> bool:
+                page = await self._client().models.list()
+                return any(getattr(m, "owned_by", None) == "vllm" for m in page.data)
+
+            try:
+                self._is_vllm = asyncio.run_coroutine_threadsafe(probe(), self._loop()).result(timeout=self.timeout)
+            except Exception:  # an unreachable server fails later, per row, with its reason
+                self._is_vllm = False
+        return self._is_vllm
+
     # -- Engine API ------------------------------------------------------------------------------
     def generate(
         self, conversations: list[Messages], params: SamplingConfig, *, continue_final: bool = False
     ) -> list[Generation]:
+        extra = dict(CONTINUE_FINAL) if continue_final else {}
+        if params.regex and self.constrains:
+            extra["structured_outputs"] = {"regex": params.regex}
+
         def job(messages: Messages) -> Callable[[Any], Awaitable[Any]]:
             return lambda client: client.chat.completions.create(
                 model=self.model,
@@ -153,7 +174,7 @@ class OpenAIEngine(Engine):
                 top_p=params.top_p,
                 max_tokens=params.max_tokens,
                 stop=list(params.stop) or None,
-                extra_body=CONTINUE_FINAL if continue_final else None,
+                extra_body=extra or None,
             )
 
         results = []

@@ -101,6 +101,8 @@ class RayEngine(Engine):
         sampling = {"temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_tokens}
         if params.stop:
             sampling["stop"] = list(params.stop)
+        if params.regex:
+            sampling["structured_outputs"] = {"regex": params.regex}
         rows = [
             {"row": i * params.n + k, "messages": conv, "sampling_params": sampling}
             for i, conv in enumerate(conversations)

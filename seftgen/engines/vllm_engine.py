@@ -76,6 +76,7 @@ class VLLMEngine(Engine):
         self, conversations: list[Messages], params: SamplingConfig, *, continue_final: bool = False
     ) -> list[Generation]:
         from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
 
         sampling = SamplingParams(
             n=params.n,
@@ -83,6 +84,7 @@ class VLLMEngine(Engine):
             top_p=params.top_p,
             max_tokens=params.max_tokens,
             stop=list(params.stop) or None,
+            structured_outputs=StructuredOutputsParams(regex=params.regex) if params.regex else None,
         )
         results = []
         for out in self._chat(conversations, sampling, continue_final):

@@ -15,14 +15,14 @@ What to train on follows from the run folder and `--kind`:
 
 Rows that were not kept (parse failures, filters) are never exported. `train.parquet` holds only
 what axolotl reads; `provenance.parquet` beside it holds, row for row, each training row's keys and
-provenance columns (axolotl would carry extra columns into the trainer). The rules of
-../shared/FACTS.md are applied: absolute paths, DPO `path` at the Parquet FILE, chat template at
-top level, no keys DPO drops, a fresh `dataset_prepared_path` for every new dataset file.
+provenance columns (axolotl would carry extra columns into the trainer). What axolotl needs
+is applied: absolute paths, DPO `path` at the Parquet FILE, chat template at
+top level, no keys DPO drops, a fresh `dataset_prepared_path` for every new dataset file. axolotl
+itself runs in its own environment (`seftgen.training`), never imported here.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 from dataclasses import dataclass, field
@@ -38,6 +38,7 @@ from seftgen.io.store import load_manifest, read_run, write_parquet_atomic
 from seftgen.models import DEMO, resolve_model
 from seftgen.provenance import stable_hash
 from seftgen.templates import load_template
+from seftgen.training.env import Axolotl, find_axolotl, validate_configs
 
 # Our defaults; rl_beta values are the papers' (SELF-JUDGE 0.1, SRT 0.01).
 COMMON: dict[str, Any] = {
@@ -81,6 +82,7 @@ class ExportResult:
     rows: int
     left_out: int
     config: dict[str, Any] = field(default_factory=dict)
+    validated: bool = False  # checked by axolotl itself (False: no axolotl was found, or --no-validate)
 
     @property
     def commands(self) -> list[str]:
@@ -246,35 +248,14 @@ def build_config(
     return cfg
 
 
-def unknown_keys(cfg: dict[str, Any]) -> list[str]:
-    """Keys axolotl would drop silently (it ignores what its schema does not name)."""
-    from axolotl.utils.schemas.config import AxolotlInputConfig
-    from axolotl.utils.schemas.datasets import DPODataset, SFTDataset
-
-    top = set(AxolotlInputConfig.model_fields) | {f.alias for f in AxolotlInputConfig.model_fields.values() if f.alias}
-    unknown = [k for k in cfg if k not in top]
-    dataset_model = DPODataset if cfg.get("rl") else SFTDataset
-    for i, ds in enumerate(cfg.get("datasets") or []):
-        unknown += [f"datasets[{i}].{k}" for k in ds if k not in dataset_model.model_fields]
-    return unknown
-
-
-def validate(cfg: dict[str, Any]) -> None:
-    """axolotl's own validation plus the unknown-key check; raises UserError naming the problem."""
-    os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
-    try:
-        from axolotl.utils.config import validate_config
-        from axolotl.utils.dict import DictDefault
-    except ImportError as exc:
-        raise UserError(
-            "validating the config needs axolotl", hint="pip install 'seftgen[dev]', or pass --no-validate"
-        ) from exc
-    if bad := unknown_keys(cfg):
-        raise UserError(f"axolotl does not know {', '.join(bad)} (it would drop them silently)")
-    try:
-        validate_config(DictDefault(copy.deepcopy(cfg)))
-    except Exception as exc:  # pydantic ValidationError or axolotl's ValueError: both are user-facing
-        raise UserError(f"axolotl rejects the config: {' '.join(str(exc).split())[:800]}") from exc
+def validate(cfgs: list[dict[str, Any]], axolotl: Axolotl | None) -> None:
+    """axolotl's own validation (in its environment) plus the unknown-key check; raises UserError
+    naming the problem. `axolotl` None means no validator was found: the caller records that."""
+    if axolotl is None:
+        return
+    for problem in validate_configs(axolotl, cfgs):
+        if problem:
+            raise UserError(problem)
 
 
 def export_axolotl(
@@ -287,8 +268,13 @@ def export_axolotl(
     preset: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     check: bool = True,
+    axolotl: str | Path | None = None,
 ) -> ExportResult:
-    """Write `<config stem>-data/train.parquet` and the validated axolotl YAML at `config_path`."""
+    """Write `<config stem>-data/train.parquet` and the axolotl YAML at `config_path`.
+
+    With `check`, the config is validated by axolotl's own code in axolotl's environment (found by
+    `seftgen.training.env.find_axolotl`) before anything is written. Without an axolotl the config
+    is still written, with `validated` False (validate it later with `seftgen validate`)."""
     if kind not in ("sft", "dpo"):
         raise UserError(f"--kind must be sft or dpo, got {kind!r}")
     data = training_rows(run_dir, kind)
@@ -302,8 +288,8 @@ def export_axolotl(
     manifest = load_manifest(run_dir)
     data_id = stable_hash([manifest["run_id"], manifest.get("updated_at"), variant, rows.height], 10)
     cfg = build_config(variant, base, data_path, out_dir, data_id, preset=load_preset(preset), overrides=overrides)
-    if check:
-        validate(cfg)  # before anything is written: a rejected config leaves no files behind
+    validator = find_axolotl(axolotl) if check else None
+    validate([cfg], validator)  # before anything is written: a rejected config leaves no files behind
     data_path.parent.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(rows, data_path)
     write_parquet_atomic(data.provenance, data_path.with_name("provenance.parquet"))
@@ -318,4 +304,4 @@ def export_axolotl(
     tmp = config_path.with_name(f".{config_path.name}.tmp")
     tmp.write_text(header + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     os.replace(tmp, config_path)
-    return ExportResult(config_path, data_path, variant, rows.height, left_out, cfg)
+    return ExportResult(config_path, data_path, variant, rows.height, left_out, cfg, validator is not None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 import polars as pl
 
 from seftgen.engines import EngineSpec, get_engine
-from seftgen.engines.base import Engine
+from seftgen.engines.base import Engine, SamplingConfig
 from seftgen.io.store import RunStore
 from seftgen.provenance import template_hash, utc_now
+from seftgen.templates import PromptTemplate
 
 T = TypeVar("T")
 MAX_RECORDED_FAILURES = 1000
@@ -59,6 +60,14 @@ def provenance(engine: Engine, store: RunStore, template: str, params_json: str)
 def ensure_engine(engine: Engine | EngineSpec) -> Engine:
     """Stages take a spec so that input is validated before a model is loaded (tens of seconds)."""
     return engine if isinstance(engine, Engine) else get_engine(engine)
+
+
+def constrained(params: SamplingConfig, template: PromptTemplate, engine: Engine, constrain: bool) -> SamplingConfig:
+    """`params` with the template's output regex when asked for and the engine enforces it; the
+    choice lands in the run's params (`constrained`), so every row records it."""
+    if constrain and template.output is not None and engine.constrains:
+        return replace(params, regex=template.output.regex())
+    return replace(params, regex=None)
 
 
 def chat_template_hash(engine: Engine) -> str:

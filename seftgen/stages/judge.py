@@ -40,13 +40,20 @@ def _open(
     extra: dict[str, Any],
     shard: Shard,
     resume: bool,
+    constrain: bool,
 ) -> tuple[Judge, RunStore, dict]:
     if verdict not in ("logprobs", "text"):
         raise UserError(f"--verdict must be logprobs or text, got {verdict!r}")
     source = source_info(samples, "samples")
     tpl = load_template(template)
-    judge = Judge(ensure_engine(engine), tpl, verdict)
-    params = {"verdict": verdict, "answer_tokens": list(judge.tokens), "assistant_prefix": judge.prefix, **extra}
+    judge = Judge(ensure_engine(engine), tpl, verdict, constrain)
+    params = {
+        "verdict": verdict,
+        "answer_tokens": list(judge.tokens),
+        "assistant_prefix": judge.prefix,
+        "constrained": judge.constrained,
+        **extra,
+    }
     config = downstream_config(source, judge.engine, tpl, params)
     store = RunStore.open(out, table, stage, config, shard=shard, resume=resume)
     return judge, store, params
@@ -64,6 +71,7 @@ def judge_pairs(
     batch_size: int = 64,
     shard: Shard = Shard(),
     resume: bool = True,
+    constrain: bool = True,
 ) -> StageResult:
     """Judge every pair of samples of each prompt (both orders); write preference pairs."""
     judge, store, params = _open(
@@ -77,6 +85,7 @@ def judge_pairs(
         {"min_margin": min_margin, "require_consistent": require_consistent},
         shard,
         resume,
+        constrain,
     )
     params_json = json.dumps(params, sort_keys=True)
 
@@ -173,10 +182,21 @@ def best_of(
     batch_size: int = 64,
     shard: Shard = Shard(),
     resume: bool = True,
+    constrain: bool = True,
 ) -> StageResult:
     """Tournament rejection sampling: the best of the n samples of each prompt."""
     judge, store, params = _open(
-        samples, out, judge_engine, BEST_OF, "best-of", template, verdict, {"tournament_seed": seed}, shard, resume
+        samples,
+        out,
+        judge_engine,
+        BEST_OF,
+        "best-of",
+        template,
+        verdict,
+        {"tournament_seed": seed},
+        shard,
+        resume,
+        constrain,
     )
     params_json = json.dumps(params, sort_keys=True)
 

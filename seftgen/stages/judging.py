@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from seftgen.engines.base import Engine, Messages, SamplingConfig
+from seftgen.errors import UserError
 from seftgen.stages.parsing import parse_verdict
 from seftgen.templates import PromptTemplate, instruction_text
 
@@ -67,6 +68,19 @@ class Judge:
     engine: Engine
     template: PromptTemplate
     verdict: str = "logprobs"  # or "text" for APIs without logprobs
+    constrain: bool = True  # follow the template's `output` format where the engine supports it
+
+    def _params(self, params: SamplingConfig) -> SamplingConfig:
+        fmt = self.template.output
+        if self.constrain and fmt is not None and self.engine.constrains:
+            return replace(params, regex=fmt.regex())
+        return params
+
+    @property
+    def constrained(self) -> bool:
+        """Whether any generated judge text (verdict sentence, rationale) is constrained."""
+        uses_text = self.verdict == "text" or bool(self.template.get("rationale", False))
+        return uses_text and self._params(TEXT_VERDICT_PARAMS).regex is not None
 
     @property
     def tokens(self) -> tuple[str, str]:
@@ -86,7 +100,10 @@ class Judge:
         convs = [self._prompt(m, a, b) for m, a, b in triples] + [self._prompt(m, b, a) for m, a, b in triples]
         k = len(triples)
         if self.verdict == "text":
-            gens = self.engine.generate(convs, TEXT_VERDICT_PARAMS)
+            fmt = self.template.output
+            if fmt is None:
+                raise UserError("--verdict text needs a template with an 'output' format", file=self.template.path)
+            gens = self.engine.generate(convs, self._params(TEXT_VERDICT_PARAMS))
             out = []
             for i in range(k):
                 g_ab, g_ba = gens[i], gens[k + i]
@@ -94,7 +111,7 @@ class Judge:
                     out.append(PairScore(None, None, None, False, None, f"engine: {g_ab.error or g_ba.error}"))
                     continue
                 t_ab, t_ba = g_ab.completions[0].text, g_ba.completions[0].text
-                v_ab, v_ba = parse_verdict(t_ab), parse_verdict(t_ba)
+                v_ab, v_ba = parse_verdict(fmt, t_ab), parse_verdict(fmt, t_ba)
                 raw = json.dumps({"ab": t_ab, "ba": t_ba})
                 out.append(
                     combine(
@@ -105,7 +122,7 @@ class Judge:
         raw_rationales: list[str | None] = [None] * len(convs)
         if self.template.get("rationale", False):
             # Principle judges explain first; the fixed prefix then follows the rationale.
-            gens = self.engine.generate(convs, RATIONALE_PARAMS)
+            gens = self.engine.generate(convs, self._params(RATIONALE_PARAMS))
             for i, g in enumerate(gens):
                 text = "" if g.error else g.completions[0].text
                 raw_rationales[i] = text.split(self.prefix.strip())[0].strip() if self.prefix else text.strip()

@@ -20,10 +20,12 @@ import polars as pl
 
 from seftgen.engines import EngineSpec
 from seftgen.engines.base import Engine, Generation, SamplingConfig
+from seftgen.errors import UserError
+from seftgen.formats import OutputFormat
 from seftgen.io.schema import REVISIONS
 from seftgen.io.store import RunStore, Shard, read_run
-from seftgen.stages.common import StageResult, ensure_engine, finish, provenance, reason_counts
-from seftgen.stages.parsing import feedback_gaps, parse_critic, parse_reviser, parse_score
+from seftgen.stages.common import StageResult, constrained, ensure_engine, finish, provenance, reason_counts
+from seftgen.stages.parsing import parse_critic, parse_reviser, parse_score
 from seftgen.stages.runner import downstream_config, iter_run_rows, run_batches, source_info
 from seftgen.templates import PromptTemplate, instruction_text, load_template
 
@@ -57,9 +59,11 @@ def _open(
     extra: dict[str, Any],
     shard: Shard,
     resume: bool,
+    constrain: bool,
 ) -> _Setup:
     source = source_info(samples, "samples")
     engine = ensure_engine(engine)
+    params = constrained(params, template, engine, constrain)
     config = downstream_config(source, engine, template, params.as_dict(), method=method, **extra)
     store = RunStore.open(out, REVISIONS, "revise", config, shard=shard, resume=resume)
     todo = (
@@ -97,11 +101,16 @@ def revise_seft(
     batch_size: int = 256,
     shard: Shard = Shard(),
     resume: bool = True,
+    constrain: bool = True,
 ) -> StageResult:
-    """Run the SEFT reviser over every sample of the run folder `samples`."""
+    """Run the SEFT reviser over every sample of the run folder `samples`.
+
+    With `constrain` (default) decoding follows the template's `output` format where the engine
+    supports it, so even a weak reviser writes a label and a revision that parse."""
     tpl = load_template(template)
+    fmt = _need_format(tpl)
     labels = [str(label) for label in tpl.get("labels", ["keep", "minor", "major"])]
-    s = _open(samples, out, reviser, "seft", tpl, params, {"labels": labels}, shard, resume)
+    s = _open(samples, out, reviser, "seft", tpl, params, {"labels": labels}, shard, resume, constrain)
 
     def process(batch: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
         prompts = [
@@ -118,7 +127,7 @@ def revise_seft(
                 failures.append(_failure(sample, gen.error))
                 continue
             raw = gen.completions[0].text
-            reply = parse_reviser(raw, labels, sample["response"])
+            reply = parse_reviser(fmt, raw, labels, sample["response"])
             rows.append(
                 {
                     **_base_row(sample, "seft", prov),
@@ -151,20 +160,32 @@ def revise_srt(
     batch_size: int = 64,
     shard: Shard = Shard(),
     resume: bool = True,
+    constrain: bool = True,
 ) -> StageResult:
-    """Run the SRT critic (feedback + refinement), then score original and refinement separately."""
+    """Run the SRT critic (feedback + refinement), then score original and refinement separately.
+
+    The critic's and the scorer's replies follow their templates' `output` formats (constrained
+    decoding where the engine supports it); the feedback must hold weaknesses, a score and
+    suggestions (the paper's rule 1), and the refinement must score no lower (rule 2)."""
     tpl = load_template(template)
     scorer = load_template(score_template)
-    required = [str(p) for p in tpl.get("required_feedback_parts", [])]
+    fmt, score_fmt = _need_format(tpl), _need_format(scorer)
+    feedback_fields = [str(f) for f in tpl.get("feedback_fields", [f.name for f in fmt.fields[:-1]])]
+    critic = ensure_engine(critic)
     params = SamplingConfig(temperature=float(tpl.get("temperature", 0.0)), max_tokens=max_tokens)
-    score_params = SamplingConfig(temperature=float(scorer.get("temperature", 0.0)), max_tokens=max_tokens)
+    score_params = constrained(
+        SamplingConfig(temperature=float(scorer.get("temperature", 0.0)), max_tokens=max_tokens),
+        scorer,
+        critic,
+        constrain,
+    )
     extra = {
         "score_template": scorer.name,
         "score_template_hash": scorer.hash,
-        "required_feedback_parts": required,
         "score_params": score_params.as_dict(),
     }
-    s = _open(samples, out, critic, "srt", tpl, params, extra, shard, resume)
+    s = _open(samples, out, critic, "srt", tpl, params, extra, shard, resume, constrain)
+    params = s.params
     template_id = f"{tpl.hash}+{scorer.hash}"
     params_json = json.dumps({"critic": params.as_dict(), "score": extra["score_params"]}, sort_keys=True)
 
@@ -179,7 +200,9 @@ def revise_srt(
             ],
             params,
         )
-        replies = [parse_critic(g.completions[0].text) if not g.error else None for g in critiques]
+        replies = [
+            parse_critic(fmt, g.completions[0].text, feedback_fields) if not g.error else None for g in critiques
+        ]
         # Separate scoring calls: the original, and the refinement with no feedback in view.
         to_score = [
             (i, text)
@@ -202,14 +225,11 @@ def revise_srt(
                 failures.append(_failure(sample, error or "critic call failed"))
                 continue
             raw = gen.completions[0].text
-            original_score = parse_score(pair[0].completions[0].text) if pair else None
-            revised_score = parse_score(pair[1].completions[0].text) if pair else None
+            original_score = parse_score(score_fmt, pair[0].completions[0].text) if pair else None
+            revised_score = parse_score(score_fmt, pair[1].completions[0].text) if pair else None
             reason = reply.error
             if reason is None:
-                gaps = feedback_gaps(reply.feedback or "", reply.score, required)
-                if gaps:
-                    reason = f"filter: feedback lacks {', '.join(gaps)}"
-                elif original_score is None or revised_score is None:
+                if original_score is None or revised_score is None:
                     reason = "parse: no 'Overall Score: [[N]]' in a scoring reply"
                 elif revised_score < original_score:
                     reason = f"filter: refinement scored {revised_score} < original {original_score}"
@@ -242,6 +262,12 @@ def revise_srt(
         s.store, s.todo, process, engine=s.engine, batch_size=batch_size, total=s.total, label="revise (SRT)"
     )
     return finish(s.store, result, revision_summary(read_run(out)))
+
+
+def _need_format(template: PromptTemplate) -> OutputFormat:
+    if template.output is None:
+        raise UserError("template declares no 'output' format, so its replies cannot be parsed", file=template.path)
+    return template.output
 
 
 def revision_summary(df: pl.DataFrame) -> dict[str, Any]:

@@ -1,21 +1,46 @@
-"""`seftgen round RECIPE --round K`: run round K's data stages and write its axolotl configs."""
+"""`seftgen round RECIPE --rounds 1-K [--train]`: a method's rounds, data stages and training.
+
+One round, in the order the methods need:
+1. data built from preference records (reviser data, JSFT data) and the training steps that use
+   only it (the SEFT reviser, the JSFT model);
+2. the round's policy samples the prompts;
+3. model stages: revise / critique / judge / best-of, each with its model ('policy', a trained
+   step's model 'train:STEP', or a named model);
+4. the remaining training steps; the recipe's next-policy step gives round K+1's policy.
+
+With `train`, every step runs `axolotl train` (+ `merge-lora`) in axolotl's own environment;
+without it, the configs and commands are written, and a stage that needs a model not trained yet
+stops the round with what to run. `round.json` in each round folder records the plan, the models
+(which model wrote what), the stage summaries, the training losses and the timing.
+"""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seftgen.engines import EngineSpec, cached_engines, release_engines
+from seftgen.engines.base import SamplingConfig
 from seftgen.errors import UserError
 from seftgen.export.axolotl import ExportResult, export_axolotl
-from seftgen.io.store import read_run
-from seftgen.recipes import Recipe, engine_for, prompt_columns, round_shard, sampling_of
+from seftgen.io.store import load_manifest, read_run, write_json_atomic
+from seftgen.recipes import ModelRef, Recipe, TrainStep, engine_for, prompt_columns, round_shard, sampling_of
 from seftgen.stages.build_data import build_jsft_data, build_reviser_data
 from seftgen.stages.common import StageResult
 from seftgen.stages.judge import best_of, judge_pairs
 from seftgen.stages.revise import revise_seft, revise_srt
 from seftgen.stages.sample import sample
+from seftgen.training.env import Axolotl, find_axolotl
+from seftgen.training.run import TrainResult, train
+
+PLAN = "round.json"
+PREFERENCE_DATA = ("reviser_data", "jsft_data")
+Notify = Callable[[str], None]
+StepProgress = Callable[[str, int, int, float | None], None]
 
 
 @dataclass
@@ -25,139 +50,321 @@ class RoundResult:
     dir: Path
     stages: dict[str, StageResult] = field(default_factory=dict)
     exports: list[ExportResult] = field(default_factory=list)
+    trained: dict[str, TrainResult] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)  # training step -> its model
     skipped: dict[str, str] = field(default_factory=dict)
+    blocked: str | None = None  # why the round stopped before its end (a model not trained yet)
+    next_policy: str | None = None
+    timing: dict[str, float] = field(default_factory=dict)
 
     @property
     def commands(self) -> list[str]:
-        return [c for e in self.exports for c in e.commands]
+        return [c for e in self.exports for c in e.commands if not self._trained(e)]
+
+    def _trained(self, export: ExportResult) -> bool:
+        return any(t.config == export.config_path for t in self.trained.values())
+
+
+def parse_rounds(text: str) -> list[int]:
+    """'2' -> [2]; '1-3' -> [1, 2, 3]."""
+    first, _, last = text.partition("-")
+    try:
+        lo, hi = int(first), int(last or first)
+    except ValueError as exc:
+        raise UserError(f"--rounds must look like K or K-M, got {text!r}") from exc
+    if lo < 1 or hi < lo:
+        raise UserError(f"--rounds {text}: rounds start at 1 and go up")
+    return list(range(lo, hi + 1))
+
+
+def _plan(workdir: Path, round_k: int) -> dict[str, Any]:
+    path = workdir / f"round-{round_k}" / PLAN
+    if not path.is_file():
+        raise UserError(f"round {round_k} has not been run", file=path, hint="run it first, or pass --policy")
+    return json.loads(path.read_text())
 
 
 def policy_for_round(recipe: Recipe, workdir: Path, round_k: int) -> str:
-    """Round 1 trains the recipe's policy; round K trains round K-1's merged output."""
+    """Round 1 trains the recipe's policy; round K trains round K-1's trained policy."""
     if round_k == 1:
         return recipe.policy
-    plan = workdir / f"round-{round_k - 1}" / "round.json"
-    if not plan.is_file():
-        raise UserError(f"round {round_k - 1} has not been run", file=plan, hint="run it first, or pass --policy")
-    merged = json.loads(plan.read_text())["next_policy"]
-    if not Path(merged).exists():
+    previous = _plan(workdir, round_k - 1)
+    merged = previous.get("next_policy")
+    if not merged or not (Path(merged) / "config.json").is_file():
         raise UserError(
-            f"round {round_k - 1}'s trained model is missing: run its axolotl commands first",
-            file=merged,
-            hint="see round.json for the commands, or pass --policy",
+            f"round {round_k - 1}'s trained policy is missing: run its training first",
+            file=merged or workdir / f"round-{round_k - 1}" / PLAN,
+            hint="pass --train, run the commands in its round.json, or pass --policy",
         )
     return merged
 
 
-def run_round(recipe: Recipe, workdir: str | Path, round_k: int, policy: str | None = None) -> RoundResult:
+def run_rounds(
+    recipe: Recipe,
+    workdir: str | Path,
+    rounds: list[int],
+    *,
+    policy: str | None = None,
+    do_train: bool = False,
+    axolotl: str | Path | None = None,
+    preset: str | None = None,
+    notify: Notify | None = None,
+    on_step: StepProgress | None = None,
+) -> list[RoundResult]:
+    """Rounds in order; round K+1 starts from round K's trained policy. Stops at a blocked round."""
+    results = []
+    for k in rounds:
+        result = run_round(
+            recipe,
+            workdir,
+            k,
+            policy if k == rounds[0] else None,
+            do_train=do_train,
+            axolotl=axolotl,
+            preset=preset,
+            notify=notify,
+            on_step=on_step,
+        )
+        results.append(result)
+        if result.blocked:
+            break
+    return results
+
+
+def run_round(
+    recipe: Recipe,
+    workdir: str | Path,
+    round_k: int,
+    policy: str | None = None,
+    *,
+    do_train: bool = False,
+    axolotl: str | Path | None = None,
+    preset: str | None = None,
+    notify: Notify | None = None,
+    on_step: StepProgress | None = None,
+) -> RoundResult:
     if round_k < 1:
         raise UserError("--round starts at 1")
+    say = notify or (lambda _: None)
     workdir = Path(workdir).resolve()
     policy = policy or policy_for_round(recipe, workdir, round_k)
     rdir = workdir / f"round-{round_k}"
+    rdir.mkdir(parents=True, exist_ok=True)
     result = RoundResult(round_k, policy, rdir)
+    ax: Axolotl | None = find_axolotl(axolotl)
+    if do_train and ax is None:
+        raise UserError(
+            "--train needs axolotl", hint="make install-train (.venv-train), --axolotl PATH or $SEFTGEN_AXOLOTL"
+        )
     outputs: dict[str, Path] = {}
+    previous = _plan(workdir, round_k - 1) if round_k > 1 else {}
+    _check_steps(recipe)
+    callers_engines = cached_engines()  # not ours to close
 
-    if recipe.reviser_data or recipe.jsft_data:
-        if not recipe.preferences:
-            raise UserError("the recipe builds reviser/JSFT data but names no 'preferences'")
-        prefs = recipe.resolve(recipe.preferences)
-        if recipe.reviser_data:
-            result.stages["reviser_data"] = build_reviser_data(prefs, rdir / "reviser-data")
-            outputs["reviser_data"] = rdir / "reviser-data"
-        if recipe.jsft_data:
-            result.stages["jsft_data"] = build_jsft_data(prefs, rdir / "jsft-data")
-            outputs["jsft_data"] = rdir / "jsft-data"
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        start = time.monotonic()
+        try:
+            return fn()
+        finally:
+            result.timing[name] = round(time.monotonic() - start, 1)
 
-    policy_spec = engine_for(recipe, _policy_ref(), policy)
-    samples = rdir / "samples"
-    result.stages["sample"] = sample(
-        recipe.resolve(recipe.prompts.source),
-        samples,
-        policy_spec,
-        columns=prompt_columns(recipe.prompts),
-        params=sampling_of(recipe.sample),
-        limit=recipe.prompts.limit,
-        batch_size=recipe.sample.batch_size,
-        shard=round_shard(recipe.prompts, round_k),
-    )
-    if recipe.revise:
-        from seftgen.engines.base import SamplingConfig
+    def model_of(ref: str, what: str) -> str | None:
+        """'policy', 'train:STEP' or a model; None when STEP has not produced its model yet."""
+        if ref == "policy":
+            return policy
+        if ref.startswith("train:"):
+            return result.models.get(ref.removeprefix("train:"))
+        return recipe.resolve(ref)
 
-        r = recipe.revise
-        result.stages["revise"] = revise_seft(
-            samples,
-            rdir / "revised",
-            engine_for(recipe, r.reviser, policy),
-            template=r.template,
-            params=SamplingConfig(temperature=0.0, max_tokens=r.max_tokens),
-        )
-        outputs["revise"] = rdir / "revised"
-    if recipe.critique:
-        c = recipe.critique
-        result.stages["critique"] = revise_srt(
-            samples,
-            rdir / "refined",
-            engine_for(recipe, c.critic, policy),
-            template=c.template,
-            score_template=c.score_template,
-            max_tokens=c.max_tokens,
-        )
-        outputs["critique"] = rdir / "refined"
-    if recipe.judge:
-        j = recipe.judge
-        result.stages["judge"] = judge_pairs(
-            samples,
-            rdir / "pairs",
-            engine_for(recipe, j.judge, policy),
-            template=j.template,
-            verdict=j.verdict,
-            min_margin=j.min_margin,
-            require_consistent=j.require_consistent,
-        )
-        outputs["judge"] = rdir / "pairs"
-    if recipe.best_of:
-        b = recipe.best_of
-        result.stages["best_of"] = best_of(
-            samples, rdir / "best-of", engine_for(recipe, b.judge, policy), template=b.template, verdict=b.verdict
-        )
-        outputs["best_of"] = rdir / "best-of"
-
-    base = policy
-    for step in recipe.train:
-        if step.data not in outputs:
-            raise UserError(
-                f"train step '{step.name}' uses '{step.data}', which this recipe does not produce",
-                field=f"train.{step.name}.data",
-            )
-        if not _has_trainable_rows(outputs[step.data]):
-            # One empty step (say, a reviser whose replies never parsed) must not cost the round
-            # its other configs; it is reported, and round.json records why it was skipped.
-            result.skipped[step.name] = f"no kept rows in {outputs[step.data]}"
-            break  # later steps would start from this step's model
-        exported = export_axolotl(
-            outputs[step.data], step.kind, base, rdir / f"train-{step.name}.yml", preset=step.preset, overrides=step.set
+    def run_step(step: TrainStep) -> bool:
+        """Export (and with --train, train) one step; False when the round must stop here."""
+        if step.once and round_k > 1 and step.name in previous.get("models", {}):
+            result.models[step.name] = previous["models"][step.name]  # e.g. the reviser, trained in round 1
+            result.skipped[step.name] = f"trained once, in an earlier round: {result.models[step.name]}"
+            return True
+        data = outputs[step.data]
+        if not _has_trainable_rows(data):
+            result.skipped[step.name] = f"no kept rows in {data}"
+            return False
+        base = model_of(step.base, f"train step '{step.name}'")
+        if base is None:
+            raise UserError(f"train step '{step.name}' starts from {step.base}, which comes later", field="train")
+        release_engines(callers_engines)  # training needs the memory the engines hold
+        exported = timed(
+            f"export:{step.name}",
+            lambda: export_axolotl(
+                data,
+                step.kind,
+                base,
+                rdir / f"train-{step.name}.yml",
+                preset=step.preset or preset or recipe.training.preset,
+                overrides=step.set,
+                axolotl=ax.executable if ax else None,
+            ),
         )
         result.exports.append(exported)
-        if step.data not in ("reviser_data",):  # the reviser is a separate model, not the policy
-            base = exported.next_base_model
-    plan: dict[str, Any] = {
-        "recipe": recipe.method,
-        "round": round_k,
-        "policy": policy,
-        "next_policy": base,
-        "stages": {k: str(v) for k, v in outputs.items()} | {"sample": str(samples)},
-        "configs": [str(e.config_path) for e in result.exports],
-        "skipped_training_steps": result.skipped,
-        "commands": result.commands,
-    }
-    (rdir / "round.json").write_text(json.dumps(plan, indent=2) + "\n")
+        result.models[step.name] = exported.next_base_model
+        if do_train and ax is not None:
+            say(f"training '{step.name}' ({exported.variant}, {exported.rows} rows)")
+            trained = timed(
+                f"train:{step.name}",
+                lambda: train(
+                    ax,
+                    exported.config_path,
+                    rdir / "logs" / f"train-{step.name}.log",
+                    launcher=recipe.training.launcher or _default_launcher(),
+                    on_step=(lambda s, n, loss: on_step(step.name, s, n, loss)) if on_step else None,
+                ),
+            )
+            result.trained[step.name] = trained
+        return True
+
+    def stage_model(ref: ModelRef, stage: str) -> EngineSpec | None:
+        model = model_of(ref.model, stage)
+        if model is None:
+            step = ref.model.removeprefix("train:")
+            result.blocked = (
+                f"{stage} uses the model of training step '{step}', which is not trained yet: "
+                "run the commands below (or pass --train), then rerun this round"
+            )
+            return None
+        return engine_for(recipe, ref.model_copy(update={"model": model}), policy)
+
+    # 1. Data from preference records, and the steps that train on it alone.
+    if recipe.reviser_data or recipe.jsft_data:
+        if not recipe.preferences:
+            raise UserError("the recipe builds reviser/JSFT data but names no 'preferences'", field="preferences")
+        prefs = recipe.resolve(recipe.preferences)
+        if recipe.reviser_data:
+            result.stages["reviser_data"] = timed(
+                "reviser_data", lambda: build_reviser_data(prefs, rdir / "reviser-data")
+            )
+            outputs["reviser_data"] = rdir / "reviser-data"
+        if recipe.jsft_data:
+            result.stages["jsft_data"] = timed("jsft_data", lambda: build_jsft_data(prefs, rdir / "jsft-data"))
+            outputs["jsft_data"] = rdir / "jsft-data"
+    early = [s for s in recipe.train if s.data in PREFERENCE_DATA]
+    late = [s for s in recipe.train if s.data not in PREFERENCE_DATA]
+    for step in early:
+        run_step(step)
+
+    # 2. The policy samples.
+    say(f"round {round_k}: sampling with {policy}")
+    samples = rdir / "samples"
+    result.stages["sample"] = timed(
+        "sample",
+        lambda: sample(
+            recipe.resolve(recipe.prompts.source),
+            samples,
+            engine_for(recipe, ModelRef(model="policy"), policy),
+            columns=prompt_columns(recipe.prompts),
+            params=sampling_of(recipe.sample),
+            limit=recipe.prompts.limit,
+            batch_size=recipe.sample.batch_size,
+            shard=round_shard(recipe.prompts, round_k),
+        ),
+    )
+    outputs["sample"] = samples
+
+    # 3. Model stages.
+    stages: list[tuple[str, ModelRef, Callable[[EngineSpec], StageResult], str]] = []
+    if recipe.revise:
+        r = recipe.revise
+        params = SamplingConfig(temperature=0.0, max_tokens=r.max_tokens)
+        stages.append(
+            (
+                "revise",
+                r.reviser,
+                lambda spec: revise_seft(
+                    samples, rdir / "revised", spec, template=r.template, params=params, constrain=r.constrain
+                ),
+                "revised",
+            )
+        )
+    if recipe.critique:
+        c = recipe.critique
+        stages.append(
+            (
+                "critique",
+                c.critic,
+                lambda spec: revise_srt(
+                    samples,
+                    rdir / "refined",
+                    spec,
+                    template=c.template,
+                    score_template=c.score_template,
+                    max_tokens=c.max_tokens,
+                    constrain=c.constrain,
+                ),
+                "refined",
+            )
+        )
+    if recipe.judge:
+        j = recipe.judge
+        stages.append(
+            (
+                "judge",
+                j.judge,
+                lambda spec: judge_pairs(
+                    samples,
+                    rdir / "pairs",
+                    spec,
+                    template=j.template,
+                    verdict=j.verdict,
+                    min_margin=j.min_margin,
+                    require_consistent=j.require_consistent,
+                    constrain=j.constrain,
+                ),
+                "pairs",
+            )
+        )
+    if recipe.best_of:
+        b = recipe.best_of
+        stages.append(
+            (
+                "best_of",
+                b.judge,
+                lambda spec: best_of(
+                    samples, rdir / "best-of", spec, template=b.template, verdict=b.verdict, constrain=b.constrain
+                ),
+                "best-of",
+            )
+        )
+    for name, ref, run, folder in stages:
+        spec = stage_model(ref, name)
+        if spec is None:
+            break
+        say(f"round {round_k}: {name} with {spec.model}")
+        result.stages[name] = timed(name, lambda run=run, spec=spec: run(spec))
+        outputs[name] = rdir / folder
+
+    # 4. The remaining training steps.
+    if not result.blocked:
+        for step in late:
+            if step.data not in outputs:
+                raise UserError(f"train step '{step.name}' uses '{step.data}', which this recipe does not produce")
+            if not run_step(step):
+                break  # later steps would start from this step's model
+    release_engines(callers_engines)
+    next_step = recipe.training.next_policy or next((s.name for s in reversed(recipe.train) if not s.once), None)
+    if not result.blocked and next_step and next_step not in result.skipped:
+        result.next_policy = result.models.get(next_step)
+    write_json_atomic(rdir / PLAN, _plan_of(recipe, result, outputs))
     return result
 
 
-def _has_trainable_rows(run_dir: Path) -> bool:
-    df = read_run(run_dir)
-    return df.height > 0 and ("kept" not in df.columns or bool(df["kept"].any()))
+def _check_steps(recipe: Recipe) -> None:
+    names = [s.name for s in recipe.train]
+    for step in recipe.train:
+        if step.base.startswith("train:") and step.base.removeprefix("train:") not in names:
+            raise UserError(f"train step '{step.name}' starts from unknown step {step.base}", field="train")
+
+
+def _default_launcher() -> str | None:
+    """axolotl's default launcher is accelerate (GPUs); without a GPU, plain python."""
+    import torch
+
+    return None if torch.cuda.is_available() else "python"
 
 
 def _has_trainable_rows(run_dir: Path) -> bool:
@@ -165,7 +372,31 @@ def _has_trainable_rows(run_dir: Path) -> bool:
     return df.height > 0 and ("kept" not in df.columns or bool(df["kept"].any()))
 
 
-def _policy_ref():
-    from seftgen.recipes import ModelRef
-
-    return ModelRef(model="policy")
+def _plan_of(recipe: Recipe, result: RoundResult, outputs: dict[str, Path]) -> dict[str, Any]:
+    stages = {}
+    for name, path in outputs.items():
+        manifest = load_manifest(path)
+        stages[name] = {
+            "path": str(path),
+            "run_id": manifest["run_id"],
+            "rows": manifest["rows"],
+            "model": manifest["config"].get("model"),
+            "summary": manifest.get("summary", {}),
+        }
+    return {
+        "recipe": recipe.method,
+        "round": result.round,
+        "policy": result.policy,
+        "next_policy": result.next_policy,
+        "models": result.models,
+        "stages": stages,
+        "configs": [
+            {"path": str(e.config_path), "variant": e.variant, "rows": e.rows, "validated": e.validated}
+            for e in result.exports
+        ],
+        "training": {name: t.as_dict() for name, t in result.trained.items()},
+        "skipped_training_steps": result.skipped,
+        "blocked": result.blocked,
+        "commands": result.commands,
+        "timing_s": result.timing,
+    }

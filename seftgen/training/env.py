@@ -1,0 +1,121 @@
+"""Where axolotl is, and running Python inside its environment.
+
+axolotl pins packages that vLLM's resolve cannot hold (huggingface_hub 1.17 vs >= 1.31), so it is
+never imported here: seftgen finds its executable and talks to it by subprocess. The lookup order
+is one setting: `--axolotl PATH` (or `$SEFTGEN_AXOLOTL`), then `axolotl` on PATH, then
+`.venv-train/bin/axolotl` in the working directory or the seftgen checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seftgen.errors import UserError
+
+ENV_VAR = "SEFTGEN_AXOLOTL"
+TRAIN_VENV = ".venv-train"
+_CHECKOUT = Path(__file__).resolve().parents[2]
+_MARK = "@@seftgen-result@@"
+
+
+@dataclass(frozen=True)
+class Axolotl:
+    executable: Path  # the `axolotl` console script
+    python: Path  # the interpreter of its environment
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.executable.parent
+
+
+def _interpreter(script: Path) -> Path:
+    """The Python a console script runs with: its shebang, else the `python` beside it."""
+    try:
+        first = script.read_text(errors="replace").splitlines()[0]
+    except (OSError, IndexError):
+        first = ""
+    if first.startswith("#!") and "python" in first:
+        candidate = Path(first[2:].strip().split()[0])
+        if candidate.is_file():
+            return candidate
+    return script.with_name("python")
+
+
+def find_axolotl(explicit: str | Path | None = None) -> Axolotl | None:
+    """The axolotl to use, or None when there is none (validation is then skipped, with a warning)."""
+    setting = explicit or os.environ.get(ENV_VAR)
+    if setting:
+        path = Path(setting).expanduser()
+        if path.is_dir():  # a venv folder
+            path = path / "bin" / "axolotl"
+        if not path.is_file():
+            raise UserError("no axolotl executable there", file=setting, hint=f"--axolotl or ${ENV_VAR}")
+        return Axolotl(path.resolve(), _interpreter(path))
+    candidates = [shutil.which("axolotl")]
+    candidates += [str(base / TRAIN_VENV / "bin" / "axolotl") for base in (Path.cwd(), _CHECKOUT)]
+    for c in candidates:
+        if c and Path(c).is_file():
+            return Axolotl(Path(c).resolve(), _interpreter(Path(c)))
+    return None
+
+
+def axolotl_env() -> dict[str, str]:
+    """Environment for axolotl subprocesses: offline, no telemetry, no GPU probing noise on CPU."""
+    return {**os.environ, "AXOLOTL_DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run_python(axolotl: Axolotl, code: str, payload: Any, timeout: float = 900) -> Any:
+    """Run `code` in axolotl's interpreter with `payload` as JSON on stdin; it prints its result
+    as JSON after a marker line (axolotl prints on import, so stdout is not ours alone)."""
+    proc = subprocess.run(
+        [str(axolotl.python), "-c", code],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=axolotl_env(),
+        check=False,
+    )
+    if _MARK not in proc.stdout:
+        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])[:600]
+        raise UserError(f"axolotl's Python failed (exit {proc.returncode}): {tail}", file=axolotl.python)
+    return json.loads(proc.stdout.split(_MARK, 1)[1])
+
+
+VALIDATE = f"""
+import copy, json, sys
+from axolotl.utils.config import validate_config
+from axolotl.utils.dict import DictDefault
+from axolotl.utils.schemas.config import AxolotlInputConfig
+from axolotl.utils.schemas.datasets import DPODataset, SFTDataset
+
+top = set(AxolotlInputConfig.model_fields) | {{f.alias for f in AxolotlInputConfig.model_fields.values() if f.alias}}
+results = []
+for cfg in json.load(sys.stdin):
+    # axolotl drops keys its schema does not name, silently: name them instead.
+    unknown = [k for k in cfg if k not in top]
+    model = DPODataset if cfg.get("rl") else SFTDataset
+    for i, ds in enumerate(cfg.get("datasets") or []):
+        unknown += [f"datasets[{{i}}].{{k}}" for k in ds if k not in model.model_fields]
+    if unknown:
+        results.append("axolotl does not know " + ", ".join(unknown) + " (it would drop them silently)")
+        continue
+    try:
+        validate_config(DictDefault(copy.deepcopy(cfg)))
+        results.append(None)
+    except Exception as exc:
+        results.append("axolotl rejects the config: " + " ".join(str(exc).split())[:800])
+print({_MARK!r})
+print(json.dumps(results))
+"""
+
+
+def validate_configs(axolotl: Axolotl, configs: list[dict[str, Any]]) -> list[str | None]:
+    """axolotl's own `validate_config` plus the unknown-key check, per config: None or the problem."""
+    return run_python(axolotl, VALIDATE, configs)

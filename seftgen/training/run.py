@@ -1,0 +1,150 @@
+"""`axolotl train` then `axolotl merge-lora`, as subprocesses with their output in log files.
+
+The console gets one live line per step (step, loss) from the trainer's own log lines. A step
+whose merged model and done-marker exist (for the same config) is skipped on rerun; a failed or
+killed step is reported with the log's last lines, and rerunning starts it cleanly.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seftgen.errors import UserError
+from seftgen.provenance import stable_hash
+from seftgen.training.env import Axolotl, axolotl_env
+
+DONE = ".seftgen-trained.json"
+# The trainer's own bar has no description ("  50%|█████     | 2/4 [00:06<00:06, 3.07s/it]"); the
+# tokenizing and weight-loading bars have one, and are not training steps.
+_STEP = re.compile(r"(?:^|[\r\n])[ \t]*\d+%\|[^|\r\n]*\|\s*(\d+)/(\d+) \[")
+_METRICS = re.compile(r"\{'(?:loss|train_runtime)'[^{}]*\}")
+
+
+class TrainingFailed(UserError):
+    """A training command exited non-zero; the message holds the log's last lines."""
+
+    exit_code = 1
+
+
+@dataclass
+class TrainResult:
+    config: Path
+    model: Path  # the merged model (LoRA) or the output folder (full fine-tuning)
+    log: Path
+    steps: int = 0
+    losses: list[float] = field(default_factory=list)
+    train_loss: float | None = None
+    seconds: float = 0.0
+    skipped: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "config": str(self.config),
+            "model": str(self.model),
+            "log": str(self.log),
+            "steps": self.steps,
+            "losses": self.losses,
+            "train_loss": self.train_loss,
+            "seconds": round(self.seconds, 1),
+            "skipped": self.skipped,
+        }
+
+
+def parse_progress(text: str) -> tuple[int, int, list[float], float | None]:
+    """(step, total, per-step losses, final train loss) from HF Trainer output in a log."""
+    steps = _STEP.findall(text)
+    step, total = (int(steps[-1][0]), int(steps[-1][1])) if steps else (0, 0)
+    losses: list[float] = []
+    final = None
+    for blob in _METRICS.findall(text):
+        try:
+            metrics = ast.literal_eval(blob)
+        except (ValueError, SyntaxError):
+            continue
+        if "loss" in metrics:
+            losses.append(float(metrics["loss"]))
+        if "train_loss" in metrics:
+            final = float(metrics["train_loss"])
+    return step, total, losses, final
+
+
+def _tail(log: Path, lines: int = 12) -> str:
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _run(cmd: list[str], log: Path, on_output: Callable[[str], None] | None) -> None:
+    with log.open("ab") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=axolotl_env())
+        try:
+            while proc.poll() is None:
+                time.sleep(1.0)
+                if on_output is not None:
+                    on_output(log.read_text(errors="replace"))
+        finally:
+            if proc.poll() is None:  # interrupted: take the trainer down with us
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    if proc.returncode != 0:
+        raise TrainingFailed(f"`{' '.join(cmd[1:3])}` exited {proc.returncode}; last lines of {log}:\n{_tail(log)}")
+
+
+def train(
+    axolotl: Axolotl,
+    config_path: str | Path,
+    log: str | Path,
+    *,
+    launcher: str | None = None,
+    on_step: Callable[[int, int, float | None], None] | None = None,
+) -> TrainResult:
+    """Train (and merge a LoRA adapter); skip when this config's model is already done."""
+    config_path = Path(config_path).resolve()
+    log = Path(log)
+    cfg = yaml.safe_load(config_path.read_text())
+    out_dir = Path(cfg["output_dir"])
+    model = out_dir / "merged" if cfg.get("adapter") else out_dir
+    done = out_dir / DONE
+    key = stable_hash(cfg)
+    if done.is_file() and json.loads(done.read_text()).get("config_hash") == key and (model / "config.json").is_file():
+        previous = json.loads(done.read_text())["result"]
+        return TrainResult(**{**previous, "config": config_path, "model": model, "log": log, "skipped": True})
+    if out_dir.exists():  # what a killed or failed attempt left: start clean
+        shutil.rmtree(out_dir)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    result = TrainResult(config_path, model, log)
+    start = time.monotonic()
+
+    def progress(text: str) -> None:
+        step, total, losses, _ = parse_progress(text)
+        if on_step is not None and total:
+            on_step(step, total, losses[-1] if losses else None)
+
+    cmd = [str(axolotl.executable), "train", str(config_path)]
+    if launcher:
+        cmd += ["--launcher", launcher]
+    _run(cmd, log, progress)
+    result.steps, _, result.losses, result.train_loss = parse_progress(log.read_text(errors="replace"))
+    if cfg.get("adapter"):
+        _run([str(axolotl.executable), "merge-lora", str(config_path)], log, None)
+    result.seconds = time.monotonic() - start
+    if not (model / "config.json").is_file():
+        raise TrainingFailed(f"training finished but no model is in {model}; see {log}")
+    done.write_text(json.dumps({"config_hash": key, "result": result.as_dict() | {"skipped": False}}, indent=2))
+    return result
