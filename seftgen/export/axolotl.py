@@ -286,7 +286,9 @@ def export_axolotl(
     data_path = config_path.with_name(f"{config_path.stem}-data") / "train.parquet"
     out_dir = Path(output_dir).resolve() if output_dir else config_path.with_name(f"{config_path.stem}-output")
     manifest = load_manifest(run_dir)
-    data_id = stable_hash([manifest["run_id"], manifest.get("updated_at"), variant, rows.height], 10)
+    # The data's identity (not the manifest's timestamps, which a resumed rerun updates): the same
+    # rows give the same config, so a finished training step is recognised and skipped.
+    data_id = stable_hash([manifest["run_id"], manifest["rows"], variant, rows.height], 10)
     cfg = build_config(variant, base, data_path, out_dir, data_id, preset=load_preset(preset), overrides=overrides)
     validator = find_axolotl(axolotl) if check else None
     validate([cfg], validator)  # before anything is written: a rejected config leaves no files behind

@@ -35,12 +35,6 @@ class Table:
         """Build a frame with exactly this table's columns, order and types."""
         return pl.DataFrame(rows, schema=self.schema, strict=False)
 
-    def conform(self, df: pl.DataFrame) -> pl.DataFrame:
-        missing = [c.name for c in self.columns if c.name not in df.columns]
-        if missing:
-            raise ValueError(f"{self.name} table is missing columns {missing}")
-        return df.select([pl.col(c.name).cast(c.dtype) for c in self.columns])
-
 
 PROVENANCE = (
     Column("model", pl.String, "Model that produced the row's generated text (local folder or hub id)."),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,7 +259,3 @@ def merge_runs(run_dirs: list[str | Path], out: str | Path, allow_partial: bool 
     }
     write_json_atomic(out / MANIFEST, manifest)
     return manifest
-
-
-def remove_run(root: Path) -> None:
-    shutil.rmtree(root, ignore_errors=True)
