@@ -22,7 +22,9 @@ needs_axolotl = pytest.mark.skipif(find_axolotl() is None, reason="needs axolotl
 def tiny(recipe: str, tmp_path: Path, **changes) -> Path:
     """A shipped recipe cut down to a few prompts and tokens, with small engines."""
     data = yaml.safe_load((REPO / "recipes" / f"{recipe}.yaml").read_text())
-    data["prompts"]["limit"] = 6
+    # The first 10 demo prompts split 2/8 by prompt id, so both rounds get prompts (the first 7
+    # all hash to shard 1).
+    data["prompts"]["limit"] = 10
     data["sample"]["max_tokens"] = 16
     data["engine"] = {"memory_share": 0.15}  # on CPU a share of ALL RAM; the session holds its own
     data.update(changes)
