@@ -168,7 +168,7 @@ def run_round(
         finally:
             result.timing[name] = round(time.monotonic() - start, 1)
 
-    def model_of(ref: str, what: str) -> str | None:
+    def model_of(ref: str) -> str | None:
         """'policy', 'train:STEP' or a model; None when STEP has not produced its model yet."""
         if ref == "policy":
             return policy
@@ -186,7 +186,7 @@ def run_round(
         if not _has_trainable_rows(data):
             result.skipped[step.name] = f"no kept rows in {data}"
             return False
-        base = model_of(step.base, f"train step '{step.name}'")
+        base = model_of(step.base)
         if base is None:
             raise UserError(f"train step '{step.name}' starts from {step.base}, which comes later", field="train")
         release_engines(callers_engines)  # training needs the memory the engines hold
@@ -220,7 +220,10 @@ def run_round(
         return True
 
     def stage_model(ref: ModelRef, stage: str) -> EngineSpec | None:
-        model = model_of(ref.model, stage)
+        model = model_of(ref.model)
+        # A step's config names where its model will be; a stage needs the model itself.
+        if ref.model.startswith("train:") and model is not None and not (Path(model) / "config.json").is_file():
+            model = None
         if model is None:
             step = ref.model.removeprefix("train:")
             result.blocked = (
@@ -267,7 +270,7 @@ def run_round(
     outputs["sample"] = samples
 
     # 3. Model stages.
-    stages: list[tuple[str, ModelRef, Callable[[EngineSpec], StageResult], str]] = []
+    stages: list[tuple[str, ModelRef, Callable[[EngineSpec, Path], StageResult], str]] = []
     if recipe.revise:
         r = recipe.revise
         params = SamplingConfig(temperature=0.0, max_tokens=r.max_tokens)
@@ -275,8 +278,8 @@ def run_round(
             (
                 "revise",
                 r.reviser,
-                lambda spec: revise_seft(
-                    samples, rdir / "revised", spec, template=r.template, params=params, constrain=r.constrain
+                lambda spec, out: revise_seft(
+                    samples, out, spec, template=r.template, params=params, constrain=r.constrain
                 ),
                 "revised",
             )
@@ -287,9 +290,9 @@ def run_round(
             (
                 "critique",
                 c.critic,
-                lambda spec: revise_srt(
+                lambda spec, out: revise_srt(
                     samples,
-                    rdir / "refined",
+                    out,
                     spec,
                     template=c.template,
                     score_template=c.score_template,
@@ -305,9 +308,9 @@ def run_round(
             (
                 "judge",
                 j.judge,
-                lambda spec: judge_pairs(
+                lambda spec, out: judge_pairs(
                     samples,
-                    rdir / "pairs",
+                    out,
                     spec,
                     template=j.template,
                     verdict=j.verdict,
@@ -324,8 +327,8 @@ def run_round(
             (
                 "best_of",
                 b.judge,
-                lambda spec: best_of(
-                    samples, rdir / "best-of", spec, template=b.template, verdict=b.verdict, constrain=b.constrain
+                lambda spec, out: best_of(
+                    samples, out, spec, template=b.template, verdict=b.verdict, constrain=b.constrain
                 ),
                 "best-of",
             )
@@ -335,8 +338,8 @@ def run_round(
         if spec is None:
             break
         say(f"round {round_k}: {name} with {spec.model}")
-        result.stages[name] = timed(name, lambda run=run, spec=spec: run(spec))
         outputs[name] = rdir / folder
+        result.stages[name] = timed(name, lambda run=run, spec=spec, out=outputs[name]: run(spec, out))
 
     # 4. The remaining training steps.
     if not result.blocked:
