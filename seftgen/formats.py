@@ -69,7 +69,7 @@ class Field:
 class Parsed:
     values: dict[str, Any] = field(default_factory=dict)
     starts: dict[str, int] = field(default_factory=dict)  # where each field's heading begins
-    error: str | None = None
+    error: str | None = None  # what does not follow the format (an `ErrorKind.PARSE` reason)
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ class OutputFormat:
             if match is None:
                 if f.optional:
                     continue
-                return Parsed(error=f"parse: no '{f.heading}' section")
+                return Parsed(error=f"no '{f.heading}' section")
             found.append((f, match.start(), match.end()))
             pos = match.end()
         values: dict[str, Any] = {}
@@ -167,7 +167,7 @@ class OutputFormat:
             starts[f.name] = start
             value, error = self._value(f, raw, values)
             if error:
-                return Parsed(values, starts, f"parse: {error}")
+                return Parsed(values, starts, error)
             values[f.name] = value
         return Parsed(values, starts)
 

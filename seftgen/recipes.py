@@ -8,18 +8,56 @@ output of round K-1's last training step; `policy` inside a stage means "the cur
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from seftgen.choices import EngineKind, TrainKind, Verdict
+from seftgen.defaults import defaults_of
 from seftgen.engines import EngineSpec
 from seftgen.engines.base import SamplingConfig
 from seftgen.errors import UserError
+from seftgen.io.files import read_mapping
 from seftgen.io.readers import PromptColumns
 from seftgen.io.store import Shard
 from seftgen.resources import resource_dir
+from seftgen.stages.judge import judge_pairs
+from seftgen.stages.revise import revise_seft, revise_srt
+from seftgen.stages.sample import sample
+
+
+class RoundStage(StrEnum):
+    """The data stages of a round, as recipes name them (a training step's `data`)."""
+
+    SAMPLE = "sample"
+    REVISE = "revise"  # SEFT reviser
+    CRITIQUE = "critique"  # SRT critic
+    JUDGE = "judge"  # SELF-JUDGE pairs
+    BEST_OF = "best_of"  # tournament winners
+    REVISER_DATA = "reviser_data"  # from preference records
+    JSFT_DATA = "jsft_data"  # from preference records
+
+    @property
+    def folder(self) -> str:
+        """The run folder the stage writes inside `round-K/`."""
+        return _FOLDERS[self]
+
+    @property
+    def from_preferences(self) -> bool:
+        return self in (RoundStage.REVISER_DATA, RoundStage.JSFT_DATA)
+
+
+_FOLDERS = {
+    RoundStage.SAMPLE: "samples",
+    RoundStage.REVISE: "revised",
+    RoundStage.CRITIQUE: "refined",
+    RoundStage.JUDGE: "pairs",
+    RoundStage.BEST_OF: "best-of",
+    RoundStage.REVISER_DATA: "reviser-data",
+    RoundStage.JSFT_DATA: "jsft-data",
+}
 
 
 class _Strict(BaseModel):
@@ -40,48 +78,55 @@ class ModelRef(_Strict):
     of this recipe produced), 'demo', a folder or hub id, or an API."""
 
     model: str = "policy"
-    engine: Literal["vllm", "openai"] = "vllm"
+    engine: EngineKind = EngineKind.VLLM
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = 32
 
 
+# Stage defaults are the library's (one source): the stage functions' own defaults.
+_SAMPLE = defaults_of(sample)
+_SEFT = defaults_of(revise_seft)
+_SRT = defaults_of(revise_srt)
+_JUDGE = defaults_of(judge_pairs)
+
+
 class SampleStage(_Strict):
-    n: int = 1
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    batch_size: int = 256
+    n: int = SamplingConfig.n
+    temperature: float = SamplingConfig.temperature
+    top_p: float = SamplingConfig.top_p
+    max_tokens: int = SamplingConfig.max_tokens
+    batch_size: int = _SAMPLE["batch_size"]
 
 
 class ReviseStage(_Strict):
     reviser: ModelRef = ModelRef(model="demo")
-    template: str = "reviser"
-    max_tokens: int = 512
-    constrain: bool = Field(True, description="Constrain decoding to the template's output format.")
+    template: str = _SEFT["template"]
+    max_tokens: int = _SEFT["params"].max_tokens
+    constrain: bool = Field(_SEFT["constrain"], description="Constrain decoding to the template's output format.")
 
 
 class CritiqueStage(_Strict):
     critic: ModelRef
-    template: str = "srt_critic"
-    score_template: str = "srt_score"
-    max_tokens: int = 1024
-    constrain: bool = True
+    template: str = _SRT["template"]
+    score_template: str = _SRT["score_template"]
+    max_tokens: int = _SRT["max_tokens"]
+    constrain: bool = _SRT["constrain"]
 
 
 class JudgeStage(_Strict):
     judge: ModelRef = ModelRef()
-    template: str = "judge_general"
-    verdict: Literal["logprobs", "text"] = "logprobs"
-    min_margin: float = 0.0
-    require_consistent: bool = False
-    constrain: bool = True
+    template: str = _JUDGE["template"]
+    verdict: Verdict = _JUDGE["verdict"]
+    min_margin: float = _JUDGE["min_margin"]
+    require_consistent: bool = _JUDGE["require_consistent"]
+    constrain: bool = _JUDGE["constrain"]
 
 
 class TrainStep(_Strict):
     name: str
-    kind: Literal["sft", "dpo"]
-    data: Literal["revise", "critique", "judge", "best_of", "reviser_data", "jsft_data"]
+    kind: TrainKind
+    data: RoundStage
     base: str = Field("policy", description="Model to train: 'policy' (the round's), 'train:STEP', or a model.")
     once: bool = Field(False, description="Train in round 1 only; later rounds reuse its model (the SEFT reviser).")
     preset: str | None = None
@@ -126,11 +171,9 @@ def load_recipe(name_or_path: str, base_dir: str | Path | None = None) -> Recipe
         path = resource_dir("recipes") / f"{name_or_path}.yaml"
     if not path.is_file():
         raise UserError("recipe does not exist", file=name_or_path, hint="shipped: seft, self-judge, srt")
+    data = read_mapping(path, "recipe", empty_ok=True)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
         return Recipe(**data, base_dir=Path(base_dir or Path.cwd()))
-    except yaml.YAMLError as exc:
-        raise UserError(f"not valid YAML ({exc})", file=path) from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UserError(first["msg"], file=path, field=".".join(str(p) for p in first["loc"])) from exc
@@ -138,11 +181,15 @@ def load_recipe(name_or_path: str, base_dir: str | Path | None = None) -> Recipe
 
 def engine_for(recipe: Recipe, ref: ModelRef, policy: str) -> EngineSpec:
     model = policy if ref.model == "policy" else ref.model
-    if ref.engine == "openai":
+    if ref.engine == EngineKind.OPENAI:
         return EngineSpec(
-            model=model, kind="openai", base_url=ref.base_url, api_key_env=ref.api_key_env, concurrency=ref.concurrency
+            model=model,
+            kind=ref.engine,
+            base_url=ref.base_url,
+            api_key_env=ref.api_key_env,
+            concurrency=ref.concurrency,
         )
-    return EngineSpec(model=recipe.resolve(model), **recipe.engine)
+    return EngineSpec(model=recipe.resolve(model), kind=ref.engine, **recipe.engine)
 
 
 def sampling_of(stage: SampleStage) -> SamplingConfig:

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import yaml
 
 from seftgen.errors import UserError
 from seftgen.formats import OutputFormat
+from seftgen.io.files import read_mapping
 from seftgen.provenance import template_hash
 from seftgen.resources import resource_dir
 
@@ -72,15 +72,19 @@ def load_template(name_or_path: str) -> PromptTemplate:
         path = resource_dir("prompts") / f"{name_or_path}.yaml"
         if not path.is_file():
             raise UserError(f"unknown template {name_or_path!r}", hint=f"shipped: {', '.join(template_names())}")
-    source = path.read_text()
-    try:
-        data = yaml.safe_load(source)
-    except yaml.YAMLError as exc:
-        raise UserError(f"template is not valid YAML ({exc})", file=path) from exc
-    if not isinstance(data, dict) or "user" not in data:
+    data = read_mapping(path, "template")
+    if "user" not in data:
         raise UserError("template must be a mapping with at least a 'user' field", file=path)
-    template = PromptTemplate(data.get("name", path.stem), path, source, data)
+    template = PromptTemplate(data.get("name", path.stem), path, path.read_text(encoding="utf-8"), data)
     _ = template.output  # a bad `output:` declaration is reported now, before any model loads
+    for field, text in data.items():  # and so is Jinja that does not compile
+        if isinstance(text, str) and ("{{" in text or "{%" in text):
+            try:
+                _compile(text)
+            except jinja2.TemplateSyntaxError as exc:
+                raise UserError(
+                    f"Jinja syntax error ({exc.message}, line {exc.lineno})", file=path, field=field
+                ) from exc
     return template
 
 

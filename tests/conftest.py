@@ -95,6 +95,9 @@ class Server:
             "--max-logprobs",
             "20",
         ]
+        from seftgen.watchdog import ensure_watchdog
+
+        ensure_watchdog()  # the server ends with the test session, even if pytest is killed
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
         Server.running.add(self)
         deadline = time.time() + timeout

@@ -64,7 +64,14 @@ def revisions(path: Path, method: str) -> Path:
             "kept": True,
             "revised": WEAK,
         },
-        {**base, "prompt_id": "p2", "sample_idx": 0, "kept": False, "reason": "parse: no '### Label' section"},
+        {
+            **base,
+            "prompt_id": "p2",
+            "sample_idx": 0,
+            "kept": False,
+            "reason": "no '### Label' section",
+            "reason_kind": "parse",
+        },
     ]
     return write_run(
         path, REVISIONS, "revise", {"method": method, "template": "srt_critic" if method == "srt" else "reviser"}, rows

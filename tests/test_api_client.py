@@ -106,3 +106,144 @@ def test_requests_per_minute_limit() -> None:
         return time.monotonic() - start
 
     assert asyncio.run(burst()) >= 0.45
+
+
+class CountingEndpoint(BaseHTTPRequestHandler):
+    """STAND-IN: an instant chat endpoint that records when each request arrived and bills it
+    `PROMPT + COMPLETION` tokens. A TPM test needs a server far faster than the limit, which the
+    CPU model server is not; what is tested is the client's pacing, not the model."""
+
+    PROMPT: ClassVar[int] = 20
+    COMPLETION: ClassVar[int] = 80
+    arrivals: ClassVar[list[float]] = []
+    lock = threading.Lock()
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with self.lock:
+            CountingEndpoint.arrivals.append(time.monotonic())
+        usage = {"prompt_tokens": self.PROMPT, "completion_tokens": self.COMPLETION}
+        body = json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+                "usage": usage | {"total_tokens": self.PROMPT + self.COMPLETION},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_tokens_per_minute_limit_holds() -> None:
+    """A TPM limit far below what the server could take holds: in every window of w seconds the
+    server sees at most tpm * w / 60 tokens plus the burst (BURST_S seconds of budget) plus one
+    request. Estimates (max_tokens 300, 3x the real 100) are settled with the real usage, so the
+    run is paced by real tokens: it must not take much longer than real tokens / rate."""
+    from seftgen.engines.ratelimit import BURST_S
+
+    CountingEndpoint.arrivals = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CountingEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    tpm, requests = 6000.0, 16  # 100 tokens/s; 1600 real tokens
+    engine = OpenAIEngine("m", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", concurrency=8, tpm=tpm)
+    try:
+        start = time.monotonic()
+        gens = engine.generate(MSG * requests, SamplingConfig(max_tokens=300))
+        elapsed = time.monotonic() - start
+    finally:
+        engine.close()
+        server.shutdown()
+    assert all(g.error is None for g in gens)
+    per_request, rate, burst = 100, tpm / 60, tpm * BURST_S / 60
+    arrivals = CountingEndpoint.arrivals
+    assert len(arrivals) == requests
+    for i, first in enumerate(arrivals):
+        for j in range(i, len(arrivals)):
+            served = (j - i + 1) * per_request
+            assert served <= rate * (arrivals[j] - first) + burst + per_request, (i, j, arrivals[j] - first)
+    # Paced by the real usage: without settling, 300-token estimates would take about 3x as long.
+    needed = (requests * per_request - burst) / rate
+    assert needed * 0.8 <= elapsed <= needed * 1.5 + 1.0, (elapsed, needed)
+
+
+class FaultyEndpoint(BaseHTTPRequestHandler):
+    """STAND-IN: a chat endpoint that fails in the ways a real server or proxy can, on demand:
+    `garbage` (200 with a body that is not JSON), `cut` (the reply stops mid-body and the
+    connection closes), `hang` (no reply within the client's --timeout); `ok` answers."""
+
+    mode: ClassVar[str] = "ok"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+            }
+        ).encode()
+        if self.mode == "hang":
+            time.sleep(3)
+        if self.mode == "garbage":
+            body = b"<html>502 Bad Gateway</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.mode == "cut":
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [("garbage", "APIResponseValidationError|JSON"), ("cut", "Connection|Protocol|incomplete"), ("hang", "Timeout")],
+)
+def test_api_faults_become_row_failures_and_complete_on_rerun(tmp_path, capsys, mode: str, reason: str) -> None:
+    import re
+
+    from conftest import DEMO_PROMPTS, run_cli
+
+    from seftgen.choices import RunStatus
+    from seftgen.io.store import load_manifest, read_run
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FaultyEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    args = ["sample", DEMO_PROMPTS, "-o", tmp_path / "run", "--limit", "3", "--engine", "openai", "--base-url", url]
+    args += ["-m", "m", "--timeout", "1", "--max-retries", "1"]
+    try:
+        FaultyEndpoint.mode = mode
+        assert run_cli(*args) == 1  # the run finished; some rows failed
+        manifest = load_manifest(tmp_path / "run")
+        assert manifest.status == RunStatus.INCOMPLETE and manifest.rows == 0
+        assert len(manifest.failures) == 3
+        assert all(re.search(reason, f["error"]) for f in manifest.failures), manifest.failures
+        assert "rerun the same command" in capsys.readouterr().err
+        FaultyEndpoint.mode = "ok"
+        assert run_cli(*args) == 0
+    finally:
+        server.shutdown()
+    manifest = load_manifest(tmp_path / "run")
+    assert manifest.status == RunStatus.COMPLETE and manifest.rows == 3 == read_run(tmp_path / "run").height
+    assert [a.status for a in manifest.attempts] == [RunStatus.INCOMPLETE, RunStatus.COMPLETE]

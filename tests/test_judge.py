@@ -44,7 +44,7 @@ def test_judge_filters_via_cli(engine, sample_run: Path, tmp_path: Path) -> None
     kept = df.filter(pl.col("kept"))
     assert kept["consistent"].all() and (kept["margin"] >= 0.05).all()
     dropped = df.filter(~pl.col("kept"))
-    assert (dropped["reason"].str.starts_with("filter:")).all()
+    assert (dropped["reason_kind"] == "filter").all()
     assert dropped.height == df.filter(~pl.col("consistent") | (pl.col("margin") < 0.05)).height
 
 
@@ -54,7 +54,7 @@ def test_text_verdict_mode(engine, sample_run: Path, tmp_path: Path) -> None:
     assert df.height == 9 and df["raw"].null_count() == 0
     parsed = df.filter(pl.col("score_a").is_not_null())
     assert set(parsed["p_a_ab"].to_list()) <= {0.0, 1.0}
-    assert df.filter(pl.col("score_a").is_null())["reason"].str.starts_with("parse:").all()
+    assert df.filter(pl.col("score_a").is_null())["reason_kind"].eq("parse").all()
 
 
 def test_best_of_tournament(engine, sample_run: Path, tmp_path: Path) -> None:

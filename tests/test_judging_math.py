@@ -29,7 +29,7 @@ def test_position_bias_is_inconsistent() -> None:
 
 def test_missing_tokens_are_an_error_not_a_verdict() -> None:
     s = pair_score({" A": 0.0, " B": 0.0}, {" A": 0.5, " B": 0.5}, TOKENS)
-    assert s.score_a is None and s.error.startswith("parse:")
+    assert s.score_a is None and s.error_kind == "parse"
     assert combine(0.5, 0.5).margin == 0 and not combine(0.5, 0.5).consistent
 
 

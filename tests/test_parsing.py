@@ -36,15 +36,13 @@ def test_reviser_minor_and_major() -> None:
 
 
 def test_reviser_malformed_replies_are_errors_not_crashes() -> None:
-    assert (
-        parse_reviser(REVISER, "Sure! Here is a better answer.", LABELS, "o").error == "parse: no '### Label' section"
-    )
+    assert parse_reviser(REVISER, "Sure! Here is a better answer.", LABELS, "o").error == "no '### Label' section"
     assert (
         "'### Label' is 'rewrite'"
         in parse_reviser(REVISER, "### Label\nrewrite\n### Revised Response\nx", LABELS, "o").error
     )
     empty = parse_reviser(REVISER, "### Label\nminor\n### Revised Response\n   ", LABELS, "o")
-    assert empty.error == "parse: '### Revised Response' is empty"
+    assert empty.error == "'### Revised Response' is empty"
     assert parse_reviser(REVISER, "", LABELS, "o").revised is None
 
 
@@ -67,9 +65,9 @@ def test_critic_reply_parses_feedback_score_and_refinement() -> None:
 
 def test_critic_feedback_must_hold_every_part() -> None:
     """The paper's rule 1: weaknesses, a score and suggestions, or the row is not kept."""
-    assert parse_critic(CRITIC, "Weaknesses: none. Overall Score: [[9]]", FEEDBACK).error.startswith("parse: no")
+    assert parse_critic(CRITIC, "Weaknesses: none. Overall Score: [[9]]", FEEDBACK).error.startswith("no ")
     no_suggestions = "Weaknesses: vague.\nOverall Score: [[4]]\n### Improved Response\nX"
-    assert parse_critic(CRITIC, no_suggestions, FEEDBACK).error == "parse: no 'Suggestions:' section"
+    assert parse_critic(CRITIC, no_suggestions, FEEDBACK).error == "no 'Suggestions:' section"
     no_score = "Weaknesses: vague.\nSuggestions: more.\n### Improved Response\nX"
     assert "Overall Score" in parse_critic(CRITIC, no_score, FEEDBACK).error
 

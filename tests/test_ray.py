@@ -49,4 +49,4 @@ def test_ray_engine_sample_and_resume(ray_spec, tmp_path: Path) -> None:
     assert lost_rows == 4 and again.written == lost_rows and again.resumed == 6 - lost_rows
     keys = list(read_run(run).select("prompt_id", "sample_idx").iter_rows())
     assert len(keys) == len(set(keys)) == 6
-    assert len(load_manifest(run)["attempts"]) == 2
+    assert len(load_manifest(run).attempts) == 2

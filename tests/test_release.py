@@ -70,7 +70,7 @@ def revisions_run(path: Path) -> Path:
         "created_at": now,
     }
     rows = [{**base, "prompt_id": f"p{i}", "sample_idx": 0} for i in range(3)]
-    rows[1] |= {"kept": False, "reason": "filter: refinement scored 4 < original 6"}
+    rows[1] |= {"kept": False, "reason": "refinement scored 4 < original 6", "reason_kind": "filter"}
     rows[2] |= {"model": None}
     store.write(rows)
     store.finish({"not_kept_by_reason": {"filter: refinement scored N < original N": 1}})

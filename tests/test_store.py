@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import rows
 
+from seftgen.choices import RunStatus
 from seftgen.errors import UserError
-from seftgen.io.schema import PAIRS
-from seftgen.io.store import RunStore, Shard, read_run
+from seftgen.io.manifest import MANIFEST_DOCS, Manifest
+from seftgen.io.schema import PAIRS, schema_markdown
+from seftgen.io.store import RunStore, Shard, load_manifest, read_run
 from seftgen.provenance import shard_of
 from seftgen.stages.runner import iter_run_rows
 
@@ -50,3 +54,50 @@ def test_settings_and_shard_must_match_to_resume(tmp_path: Path) -> None:
         Shard.parse("2")
     with pytest.raises(UserError, match=r"need 0 <= i < N"):
         Shard.parse("3/3")
+
+
+def test_an_interrupted_attempt_is_closed_with_its_counters(tmp_path: Path) -> None:
+    base = read_run(rows.pairs(tmp_path / "one")).row(0, named=True)
+    run = tmp_path / "p"
+    with pytest.raises(KeyboardInterrupt), RunStore.open(run, PAIRS, "judge", {}) as store:
+        store.write([base])
+        store.add_totals({"requests": 3})
+        raise KeyboardInterrupt
+    manifest = load_manifest(run)
+    attempt = manifest.attempts[-1]
+    assert manifest.status == RunStatus.INTERRUPTED == attempt.status
+    assert attempt.finished_at and attempt.error == "interrupted by signal" and attempt.totals == {"requests": 3}
+    assert manifest.rows == 1 and manifest.totals == {"requests": 3}
+
+
+def test_an_attempt_killed_without_notice_is_marked_on_the_next(tmp_path: Path) -> None:
+    run = tmp_path / "p"
+    RunStore.open(run, PAIRS, "judge", {})  # never finished: as after SIGKILL
+    assert load_manifest(run).status == RunStatus.RUNNING
+    store = RunStore.open(run, PAIRS, "judge", {})
+    store.finish({})
+    first, second = load_manifest(run).attempts
+    assert first.status == RunStatus.INTERRUPTED and "killed" in first.error
+    assert second.status == RunStatus.COMPLETE == load_manifest(run).status
+
+
+def test_manifest_fields_are_documented_and_the_readme_shows_the_schema(tmp_path: Path) -> None:
+    run = rows.pairs(tmp_path / "one")
+    written = json.loads((run / "manifest.json").read_text())
+    assert set(written) <= set(MANIFEST_DOCS) == {f.name for f in fields(Manifest)}
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert schema_markdown() in readme, "README's Tables section is stale: paste `seftgen schema` into it"
+
+
+def test_manifest_and_output_path_mistakes_are_one_line_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    (bad / "parts").mkdir(parents=True)
+    (bad / "manifest.json").write_text('{"table": "pairs"}')
+    with pytest.raises(UserError, match="not a seftgen manifest"):
+        load_manifest(bad)
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        RunStore.open(afile, PAIRS, "judge", {})
+    with pytest.raises(UserError, match="is a file"):
+        RunStore.open(afile / "below", PAIRS, "judge", {})

@@ -65,7 +65,7 @@ def merge_cmd(
     from seftgen.io.store import merge_runs
 
     manifest = merge_runs(list(runs), out, allow_partial=allow_partial)
-    console.print(f"[green]✓[/] merged {len(runs)} shards: {manifest['rows']} rows → {out}")
+    console.print(f"[green]✓[/] merged {len(runs)} shards: {manifest.rows} rows → {out}")
 
 
 def register(app: typer.Typer) -> None:

@@ -44,8 +44,8 @@ def _options(
         False, "--verbose", "-v", help="Show what vLLM, Ray and axolotl print (default: a log file)."
     ),
 ) -> None:
-    if ctx.invoked_subcommand not in NOISY:
-        return
+    if ctx.invoked_subcommand not in NOISY or (ctx.obj or {}).get("help"):
+        return  # --help must reach the terminal
     from datetime import datetime
 
     from seftgen.console import tools_to_log
@@ -64,8 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     signal.signal(signal.SIGTERM, _terminate)
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=args, standalone_mode=False, obj={"help": bool({"-h", "--help"} & set(args))})
+        if isinstance(code, int) and code:  # without standalone mode, click returns typer.Exit's code
+            sys.exit(code)
     except UserError as err:
         print_error(err)
         sys.exit(err.exit_code)
@@ -76,13 +79,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:  # usage: a bad option value, a missing argument (click's, vendored)
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(getattr(exc, "exit_code", 2))
 
 
 if __name__ == "__main__":

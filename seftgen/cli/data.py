@@ -8,6 +8,12 @@ import typer
 
 from seftgen.cli.options import LimitOpt, OutOpt
 from seftgen.cli.report import report
+from seftgen.defaults import defaults_of
+from seftgen.stages.build_data import RevisionLabels, build_jsft_data, build_reviser_data
+
+_LABELS = defaults_of(RevisionLabels)
+_REVISER = defaults_of(build_reviser_data)
+_JSFT = defaults_of(build_jsft_data)
 
 SourceArg = Annotated[
     str, typer.Argument(help="Preference records: .jsonl, .parquet, a saved dataset folder or a hub id.")
@@ -51,17 +57,17 @@ def build_reviser_data_cmd(
     preset: PresetOpt = "seftgen",
     keep_min_rating: Annotated[
         float, typer.Option("--keep-min-rating", help="A response rated at least this becomes a keep example.")
-    ] = 8.0,
+    ] = _LABELS["keep_min_rating"],
     min_target_rating: Annotated[
         float, typer.Option("--min-target-rating", help="Never rewrite towards a response rated below this.")
-    ] = 7.0,
+    ] = _LABELS["min_target_rating"],
     minor_gap: Annotated[
         float, typer.Option("--minor-gap", help="Rating gap (best - weak) from which a pair is a minor revision.")
-    ] = 1.0,
+    ] = _LABELS["minor_gap"],
     major_gap: Annotated[
         float, typer.Option("--major-gap", help="Rating gap from which a pair is a major revision.")
-    ] = 4.0,
-    template: Annotated[str, typer.Option("--template")] = "reviser",
+    ] = _LABELS["major_gap"],
+    template: Annotated[str, typer.Option("--template")] = _REVISER["template"],
     limit: LimitOpt = None,
     prompt_column: PromptColOpt = None,
     responses_column: ResponsesColOpt = None,
@@ -78,8 +84,6 @@ def build_reviser_data_cmd(
       seftgen build-reviser-data data/demo/preferences.jsonl -o runs/reviser-data
       seftgen build-reviser-data openbmb/UltraFeedback --preset ultrafeedback -o runs/uf-reviser
     """
-    from seftgen.stages.build_data import RevisionLabels, build_reviser_data
-
     if major_gap < minor_gap:
         raise typer.BadParameter("--major-gap must be at least --minor-gap")
     result = build_reviser_data(
@@ -103,11 +107,13 @@ def build_jsft_data_cmd(
             "--template",
             help="judge_general, or a principle judge (judge_helpfulness, judge_harmlessness) that needs rationales.",
         ),
-    ] = "judge_general",
+    ] = _JSFT["template"],
     min_gap: Annotated[
         float, typer.Option("--min-gap", help="Only pair responses whose ratings differ by at least this.")
-    ] = 1.0,
-    sft: Annotated[bool, typer.Option("--sft/--no-sft", help="Also emit the best response as an SFT example.")] = True,
+    ] = _JSFT["min_gap"],
+    sft: Annotated[bool, typer.Option("--sft/--no-sft", help="Also emit the best response as an SFT example.")] = _JSFT[
+        "include_sft"
+    ],
     limit: LimitOpt = None,
     prompt_column: PromptColOpt = None,
     responses_column: ResponsesColOpt = None,
@@ -116,8 +122,6 @@ def build_jsft_data_cmd(
     rationale_column: RationaleColOpt = None,
 ) -> None:
     """SELF-JUDGE judge-augmented SFT data: SFT examples plus pairwise judge examples in both orders."""
-    from seftgen.stages.build_data import build_jsft_data
-
     result = build_jsft_data(
         source,
         out,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from seftgen.choices import TrainKind
 from seftgen.console import console, warn
 
 AXOLOTL_HELP = "axolotl executable or its venv (else $SEFTGEN_AXOLOTL, then PATH, then .venv-train)."
@@ -14,7 +15,9 @@ AXOLOTL_HELP = "axolotl executable or its venv (else $SEFTGEN_AXOLOTL, then PATH
 
 def export_axolotl_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run folder: reviser/JSFT data, revisions, judged pairs or best-of.")],
-    kind: Annotated[str, typer.Option("--kind", help="sft or dpo (see the table in `seftgen.export.axolotl`).")],
+    kind: Annotated[
+        TrainKind, typer.Option("--kind", help="What to train (see the table in `seftgen.export.axolotl`).")
+    ],
     base_model: Annotated[
         str,
         typer.Option("--base-model", help="'demo', a local folder, or a hub id (round K: round K-1's merged output)."),
@@ -178,9 +181,9 @@ def validate_cmd(
 
       seftgen validate runs/demo/round-1/train-*.yml --axolotl .venv-train
     """
-    import yaml
 
     from seftgen.errors import UserError
+    from seftgen.io.files import read_mapping
     from seftgen.training.env import find_axolotl, validate_configs
 
     found = find_axolotl(axolotl)
@@ -190,13 +193,7 @@ def validate_cmd(
     for path in configs:
         if not path.is_file():
             raise UserError("config file does not exist", file=path)
-        try:
-            cfg = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise UserError(f"not valid YAML ({exc})", file=path) from exc
-        if not isinstance(cfg, dict):
-            raise UserError("an axolotl config must be a YAML mapping", file=path)
-        loaded.append(cfg)
+        loaded.append(read_mapping(path, "axolotl config"))
     problems = validate_configs(found, loaded)
     for path, problem in zip(configs, problems, strict=True):
         if problem:

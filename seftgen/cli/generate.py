@@ -8,7 +8,11 @@ from typing import Annotated
 
 import typer
 
+from seftgen.choices import EngineKind, Verdict
 from seftgen.cli.options import (
+    RUN,
+    SAMPLING,
+    SAMPLING_DEFAULTS,
     BatchSizeOpt,
     LimitOpt,
     MaxTokensOpt,
@@ -23,11 +27,31 @@ from seftgen.cli.options import (
     with_engine_options,
 )
 from seftgen.cli.report import report
+from seftgen.defaults import defaults_of
 from seftgen.engines import EngineSpec
-from seftgen.engines.base import SamplingConfig
 from seftgen.errors import UserError
 from seftgen.io.readers import PromptColumns
 from seftgen.io.store import Shard
+from seftgen.stages.judge import best_of, judge_pairs
+from seftgen.stages.revise import revise_seft, revise_srt
+from seftgen.stages.sample import sample
+
+# The library's defaults, shown and used by the options below (one source per default).
+_SAMPLE = defaults_of(sample)
+_SEFT = defaults_of(revise_seft)
+_SRT = defaults_of(revise_srt)
+_JUDGE = defaults_of(judge_pairs)
+_BEST_OF = defaults_of(best_of)
+
+
+ConstrainOpt = Annotated[
+    bool,
+    typer.Option(
+        "--constrain/--no-constrain",
+        help="Constrain decoding to the template's reply format (vLLM in process, vLLM servers, Ray).",
+        rich_help_panel=SAMPLING,
+    ),
+]
 
 
 @with_engine_options
@@ -47,13 +71,13 @@ def sample_cmd(
         typer.Option("--messages-column", help="Column with the prompt as chat messages (overrides --prompt-column)."),
     ] = None,
     system: Annotated[str | None, typer.Option("--system", help="System prompt to put before each prompt.")] = None,
-    n: NOpt = 2,
-    temperature: TemperatureOpt = 1.0,
-    top_p: TopPOpt = 1.0,
-    max_tokens: MaxTokensOpt = 256,
+    n: NOpt = SAMPLING_DEFAULTS.n,
+    temperature: TemperatureOpt = SAMPLING_DEFAULTS.temperature,
+    top_p: TopPOpt = SAMPLING_DEFAULTS.top_p,
+    max_tokens: MaxTokensOpt = SAMPLING_DEFAULTS.max_tokens,
     stop: StopOpt = None,
-    limit: LimitOpt = None,
-    batch_size: BatchSizeOpt = 256,
+    limit: LimitOpt = _SAMPLE["limit"],
+    batch_size: BatchSizeOpt = _SAMPLE["batch_size"],
     shard: ShardOpt = None,
     resume: ResumeOpt = True,
     *,
@@ -69,8 +93,6 @@ def sample_cmd(
 
       seftgen sample prompts.jsonl -o out --engine openai --base-url http://127.0.0.1:8000/v1 -m my-model
     """
-    from seftgen.stages.sample import sample
-
     result = sample(
         source,
         out,
@@ -87,7 +109,7 @@ def sample_cmd(
 
 SamplesArg = Annotated[Path, typer.Argument(help="Run folder written by `seftgen sample`.")]
 TemplateOpt = Annotated[
-    str | None, typer.Option("--template", help="Template name (see `seftgen templates list`) or YAML file.")
+    str, typer.Option("--template", help="Template name (see `seftgen templates list`) or YAML file.")
 ]
 
 
@@ -102,15 +124,39 @@ def revise_cmd(
         ),
     ] = None,
     critic: Annotated[
-        str | None,
-        typer.Option("--critic", help="SRT: the critic's engine, 'openai' (with --base-url and --model) or 'vllm'."),
+        EngineKind | None,
+        typer.Option("--critic", help="SRT: the critic's engine (openai: with --base-url and --model)."),
     ] = None,
-    template: TemplateOpt = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            help=f"Template name or YAML file; default {_SEFT['template']} (reviser), {_SRT['template']} (critic).",
+        ),
+    ] = None,
     score_template: Annotated[
         str, typer.Option("--score-template", help="SRT: template of the separate scoring calls.")
-    ] = "srt_score",
-    max_tokens: MaxTokensOpt = 512,
-    batch_size: BatchSizeOpt = 64,
+    ] = _SRT["score_template"],
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            min=1,
+            help=f"Tokens per reply; default {_SEFT['params'].max_tokens} (reviser), {_SRT['max_tokens']} (critic).",
+            rich_help_panel=SAMPLING,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help=f"Samples per engine call and part file; default {_SEFT['batch_size']} (reviser), "
+            f"{_SRT['batch_size']} (critic).",
+            rich_help_panel=RUN,
+        ),
+    ] = None,
+    constrain: ConstrainOpt = _SEFT["constrain"],
     shard: ShardOpt = None,
     resume: ResumeOpt = True,
     *,
@@ -130,41 +176,36 @@ def revise_cmd(
 
       seftgen revise runs/r1/samples -o runs/r1/refined --critic openai --base-url http://127.0.0.1:8000/v1 -m critic
     """
-    from seftgen.stages.revise import revise_seft, revise_srt
-
     if (reviser is None) == (critic is None):
         raise UserError("give exactly one of --reviser MODEL (SEFT) or --critic ENGINE (SRT)")
+    # Options left unset take the library's default for the method (one source of defaults).
+    given = {k: v for k, v in {"template": template, "batch_size": batch_size}.items() if v is not None}
+    given["constrain"] = constrain
     if reviser is not None:
+        params = _SEFT["params"] if max_tokens is None else replace(_SEFT["params"], max_tokens=max_tokens)
         result = revise_seft(
-            samples,
-            out,
-            replace(spec, model=reviser),
-            template=template or "reviser",
-            params=SamplingConfig(temperature=0.0, max_tokens=max_tokens),
-            batch_size=batch_size,
-            shard=Shard.parse(shard),
-            resume=resume,
+            samples, out, replace(spec, model=reviser), params=params, shard=Shard.parse(shard), resume=resume, **given
         )
     else:
+        if max_tokens is not None:
+            given["max_tokens"] = max_tokens
         result = revise_srt(
             samples,
             out,
-            replace(spec, kind=str(critic)),
-            template=template or "srt_critic",
+            replace(spec, kind=critic),
             score_template=score_template,
-            max_tokens=max_tokens,
-            batch_size=batch_size,
             shard=Shard.parse(shard),
             resume=resume,
+            **given,
         )
     report(result, "revise")
 
 
 VerdictOpt = Annotated[
-    str,
+    Verdict,
     typer.Option(
         "--verdict",
-        help="'logprobs' (probabilities of the answer tokens) or 'text' (parse the reply; APIs without logprobs).",
+        help="logprobs: probabilities of the answer tokens; text: parse the reply (APIs without logprobs).",
     ),
 ]
 
@@ -173,16 +214,17 @@ VerdictOpt = Annotated[
 def judge_cmd(
     samples: SamplesArg,
     out: OutOpt,
-    template: TemplateOpt = None,
-    verdict: VerdictOpt = "logprobs",
+    template: TemplateOpt = _JUDGE["template"],
+    verdict: VerdictOpt = _JUDGE["verdict"],
     min_margin: Annotated[
         float,
         typer.Option("--min-margin", min=0.0, max=1.0, help="Keep pairs whose margin |2*score_a-1| is at least this."),
-    ] = 0.0,
+    ] = _JUDGE["min_margin"],
     require_consistent: Annotated[
         bool, typer.Option("--require-consistent", help="Keep only pairs both orders agree on.")
-    ] = False,
-    batch_size: BatchSizeOpt = 64,
+    ] = _JUDGE["require_consistent"],
+    batch_size: BatchSizeOpt = _JUDGE["batch_size"],
+    constrain: ConstrainOpt = _JUDGE["constrain"],
     shard: ShardOpt = None,
     resume: ResumeOpt = True,
     *,
@@ -198,17 +240,16 @@ def judge_cmd(
 
       seftgen judge runs/r1/samples -o runs/r1/pairs --min-margin 0.1 --require-consistent
     """
-    from seftgen.stages.judge import judge_pairs
-
     result = judge_pairs(
         samples,
         out,
         spec,
-        template=template or "judge_general",
+        template=template,
         verdict=verdict,
         min_margin=min_margin,
         require_consistent=require_consistent,
         batch_size=batch_size,
+        constrain=constrain,
         shard=Shard.parse(shard),
         resume=resume,
     )
@@ -219,10 +260,13 @@ def judge_cmd(
 def best_of_cmd(
     samples: SamplesArg,
     out: OutOpt,
-    template: TemplateOpt = None,
-    verdict: VerdictOpt = "logprobs",
-    tournament_seed: Annotated[int, typer.Option("--tournament-seed", help="Seed of the bracket shuffle.")] = 0,
-    batch_size: BatchSizeOpt = 64,
+    template: TemplateOpt = _BEST_OF["template"],
+    verdict: VerdictOpt = _BEST_OF["verdict"],
+    tournament_seed: Annotated[int, typer.Option("--tournament-seed", help="Seed of the bracket shuffle.")] = _BEST_OF[
+        "seed"
+    ],
+    batch_size: BatchSizeOpt = _BEST_OF["batch_size"],
+    constrain: ConstrainOpt = _BEST_OF["constrain"],
     shard: ShardOpt = None,
     resume: ResumeOpt = True,
     *,
@@ -234,16 +278,15 @@ def best_of_cmd(
 
       seftgen sample prompts.jsonl -o runs/s -n 8 && seftgen best-of runs/s -o runs/best
     """
-    from seftgen.stages.judge import best_of
-
     result = best_of(
         samples,
         out,
         spec,
-        template=template or "judge_general",
+        template=template,
         verdict=verdict,
         seed=tournament_seed,
         batch_size=batch_size,
+        constrain=constrain,
         shard=Shard.parse(shard),
         resume=resume,
     )

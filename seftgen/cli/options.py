@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from seftgen.choices import EngineKind
+from seftgen.defaults import defaults_of
 from seftgen.engines import EngineSpec
 from seftgen.engines.base import SamplingConfig
 
@@ -28,10 +30,10 @@ ModelOpt = Annotated[
     ),
 ]
 EngineOpt = Annotated[
-    str,
+    EngineKind,
     typer.Option(
         "--engine",
-        help="'vllm' (offline, in process), 'openai' (any OpenAI-compatible server) or 'ray' (Ray Data LLM).",
+        help="vllm: offline, in process; openai: any OpenAI-compatible server; ray: Ray Data LLM on a cluster.",
         rich_help_panel=ENGINE,
     ),
 ]
@@ -143,33 +145,38 @@ LimitOpt = Annotated[
 ]
 
 
-# (name, annotated type, default) of every engine option, in --help order.
-ENGINE_OPTIONS: list[tuple[str, Any, Any]] = [
-    ("model", ModelOpt, "demo"),
-    ("engine", EngineOpt, "vllm"),
-    ("base_url", BaseUrlOpt, None),
-    ("api_key_env", ApiKeyEnvOpt, "OPENAI_API_KEY"),
-    ("dtype", DtypeOpt, "bfloat16"),
-    ("max_model_len", MaxModelLenOpt, 2048),
-    ("memory_share", MemoryShareOpt, None),
-    ("tensor_parallel", TensorParallelOpt, 1),
-    ("seed", SeedOpt, 0),
-    ("chat_template", ChatTemplateOpt, None),
-    ("concurrency", ConcurrencyOpt, 32),
-    ("rpm", RpmOpt, None),
-    ("tpm", TpmOpt, None),
-    ("max_retries", RetriesOpt, 5),
-    ("timeout", TimeoutOpt, 120.0),
-    ("price_in", PriceInOpt, 0.0),
-    ("price_out", PriceOutOpt, 0.0),
-    ("ray_address", RayAddressOpt, None),
-    ("replicas", ReplicasOpt, 1),
-    ("ray_batch_size", RayBatchOpt, 64),
-]
-
-
 # CLI names that differ from EngineSpec's field names.
 _SPEC_FIELD = {"engine": "kind", "tensor_parallel": "tensor_parallel_size"}
+_SPEC_DEFAULTS = defaults_of(EngineSpec)
+
+# (name, annotated type, default) of every engine option, in --help order; defaults are EngineSpec's.
+ENGINE_OPTIONS: list[tuple[str, Any, Any]] = [
+    (name, annotation, _SPEC_DEFAULTS[_SPEC_FIELD.get(name, name)])
+    for name, annotation in [
+        ("model", ModelOpt),
+        ("engine", EngineOpt),
+        ("base_url", BaseUrlOpt),
+        ("api_key_env", ApiKeyEnvOpt),
+        ("dtype", DtypeOpt),
+        ("max_model_len", MaxModelLenOpt),
+        ("memory_share", MemoryShareOpt),
+        ("tensor_parallel", TensorParallelOpt),
+        ("seed", SeedOpt),
+        ("chat_template", ChatTemplateOpt),
+        ("concurrency", ConcurrencyOpt),
+        ("rpm", RpmOpt),
+        ("tpm", TpmOpt),
+        ("max_retries", RetriesOpt),
+        ("timeout", TimeoutOpt),
+        ("price_in", PriceInOpt),
+        ("price_out", PriceOutOpt),
+        ("ray_address", RayAddressOpt),
+        ("replicas", ReplicasOpt),
+        ("ray_batch_size", RayBatchOpt),
+    ]
+]
+# Sampling options default to SamplingConfig's.
+SAMPLING_DEFAULTS = SamplingConfig()
 
 
 def engine_spec_from(values: dict[str, Any]) -> EngineSpec:

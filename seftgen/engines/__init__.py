@@ -10,9 +10,11 @@ import atexit
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from seftgen.choices import EngineKind
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
 from seftgen.errors import UserError
 from seftgen.models import DEMO, resolve_model
+from seftgen.watchdog import ensure_watchdog
 
 __all__ = [
     "Completion",
@@ -31,7 +33,7 @@ class EngineSpec:
     """Everything needed to build an engine; hashable, so it keys the engine cache."""
 
     model: str = "demo"
-    kind: str = "vllm"
+    kind: EngineKind = EngineKind.VLLM
     # vLLM
     dtype: str = "bfloat16"
     max_model_len: int = 2048
@@ -68,11 +70,12 @@ def _read_template(path: str | None) -> str | None:
 
 
 def get_engine(spec: EngineSpec) -> Engine:
-    if spec.kind in ("vllm", "ray"):
+    if spec.kind in (EngineKind.VLLM, EngineKind.RAY):
         # 'demo', a relative path and a symlink to the same folder are one model: one engine.
         spec = replace(spec, model=resolve_model(spec.model))
     if spec in _CACHE:
         return _CACHE[spec]
+    ensure_watchdog()  # engine processes (vLLM's EngineCore, Ray) must not outlive this one
     engine: Engine
     # What vLLM needs wherever it runs: in this process or in Ray actors.
     local = {
@@ -82,11 +85,11 @@ def get_engine(spec: EngineSpec) -> Engine:
         "tensor_parallel_size": spec.tensor_parallel_size,
         "seed": spec.seed,
     }
-    if spec.kind == "vllm":
+    if spec.kind == EngineKind.VLLM:
         from seftgen.engines.vllm_engine import VLLMEngine
 
         engine = VLLMEngine(spec.model, chat_template=_read_template(spec.chat_template), **local)
-    elif spec.kind == "openai":
+    elif spec.kind == EngineKind.OPENAI:
         from seftgen.engines.openai_engine import OpenAIEngine
 
         if not spec.base_url:
@@ -106,7 +109,7 @@ def get_engine(spec: EngineSpec) -> Engine:
             price_out=spec.price_out,
             seed=spec.seed,
         )
-    elif spec.kind == "ray":
+    elif spec.kind == EngineKind.RAY:
         from seftgen.engines.ray_engine import RayEngine
 
         if spec.chat_template:
@@ -119,7 +122,7 @@ def get_engine(spec: EngineSpec) -> Engine:
             **local,
         )
     else:
-        raise UserError(f"unknown engine {spec.kind!r} (choose vllm, openai or ray)")
+        raise UserError(f"unknown engine {spec.kind!r} (choose {', '.join(EngineKind)})")
     _CACHE[spec] = engine
     return engine
 

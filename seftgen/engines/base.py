@@ -6,6 +6,8 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
+from seftgen.choices import EngineKind
+
 Messages = list[dict[str, str]]
 
 
@@ -65,7 +67,7 @@ class Usage:
 class Engine(ABC):
     """A loaded model. `kind` and `model` go into every row's provenance."""
 
-    kind: str
+    kind: EngineKind
     model: str
     seed: int
     chat_template: str | None

@@ -1,7 +1,8 @@
 """Any OpenAI-compatible server (vLLM serve, hosted APIs): async, bounded, retried, accounted.
 
-One AsyncOpenAI client per engine (one event loop thread), a semaphore for concurrency, RPM/TPM limits, exponential
-backoff with jitter, a global cool-down on 429, a per-request timeout. A request that still fails
+One AsyncOpenAI client per engine (on one event loop thread, reused across batches), a semaphore
+for concurrency, RPM/TPM limits (tokens charged by estimate, settled with the real usage),
+exponential backoff with jitter, a global cool-down on 429, a per-request timeout. A request that still fails
 becomes a per-row error (the stage reports it and a rerun retries it); it never stops the batch.
 """
 
@@ -15,8 +16,9 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from seftgen.choices import EngineKind
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
-from seftgen.engines.ratelimit import RateLimiter
+from seftgen.engines.ratelimit import RateLimiter, estimate_tokens
 from seftgen.engines.vllm_engine import TOP_LOGPROBS
 from seftgen.errors import UserError
 
@@ -26,7 +28,7 @@ CONTINUE_FINAL = {"add_generation_prompt": False, "continue_final_message": True
 
 
 class OpenAIEngine(Engine):
-    kind = "openai"
+    kind = EngineKind.OPENAI
 
     def __init__(
         self,
@@ -80,16 +82,18 @@ class OpenAIEngine(Engine):
             )
         return self._async_client
 
-    def _run(self, jobs: list[Callable[[Any], Awaitable[T]]]) -> list[T | BaseException]:
+    def _run(self, jobs: list[tuple[Callable[[Any], Awaitable[T]], int]]) -> list[T | BaseException]:
+        """Run (call, estimated tokens) jobs concurrently; exceptions are returned, not raised."""
+
         async def main() -> list[T | BaseException]:
             client = self._client()
             gate = asyncio.Semaphore(self.concurrency)
 
-            async def guarded(job: Callable[[Any], Awaitable[T]]) -> T:
+            async def guarded(job: Callable[[Any], Awaitable[T]], estimate: int) -> T:
                 async with gate:
-                    return await self._with_retries(lambda: job(client), self._limiter)
+                    return await self._with_retries(lambda: job(client), estimate)
 
-            return await asyncio.gather(*(guarded(j) for j in jobs), return_exceptions=True)
+            return await asyncio.gather(*(guarded(j, e) for j, e in jobs), return_exceptions=True)
 
         return asyncio.run_coroutine_threadsafe(main(), self._loop()).result()
 
@@ -101,24 +105,28 @@ class OpenAIEngine(Engine):
             loop.call_soon_threadsafe(loop.stop)
         self._event_loop = self._async_client = None
 
-    async def _with_retries(self, call: Callable[[], Awaitable[T]], limiter: RateLimiter) -> T:
+    async def _with_retries(self, call: Callable[[], Awaitable[T]], estimate: int) -> T:
+        """One request with retries; each attempt is charged `estimate` tokens against the TPM
+        limit, settled with the reply's usage (or refunded when the attempt fails)."""
         import openai
 
+        limiter = self._limiter
         attempt = 0
         while True:
-            await limiter.acquire()
+            charged = await limiter.acquire(estimate)
             try:
                 self.usage.requests += 1
-                return await call()
-            except openai.BadRequestError:
-                raise  # our request is wrong: retrying will not help
-            except (
-                openai.RateLimitError,
-                openai.APIConnectionError,
-                openai.APITimeoutError,
-                openai.InternalServerError,
-            ) as exc:
-                if attempt >= self.max_retries:
+                reply = await call()
+            except BaseException as exc:
+                limiter.settle(charged, 0)
+                retryable = (
+                    openai.RateLimitError,
+                    openai.APIConnectionError,
+                    openai.APITimeoutError,
+                    openai.InternalServerError,
+                )
+                # BadRequestError (our request is wrong) and anything else: retrying will not help.
+                if not isinstance(exc, retryable) or attempt >= self.max_retries:
                     raise
                 delay = self.backoff * 2**attempt * (1 + random.random() / 2)
                 if isinstance(exc, openai.RateLimitError):
@@ -128,6 +136,10 @@ class OpenAIEngine(Engine):
                 attempt += 1
                 self.usage.retries += 1
                 await asyncio.sleep(delay)
+                continue
+            usage = getattr(reply, "usage", None)
+            limiter.settle(charged, getattr(usage, "total_tokens", None) or estimate)
+            return reply
 
     def _account(self, usage: Any) -> tuple[int, int]:
         p = getattr(usage, "prompt_tokens", 0) or 0
@@ -165,7 +177,8 @@ class OpenAIEngine(Engine):
         if params.regex and self.constrains:
             extra["structured_outputs"] = {"regex": params.regex}
 
-        def job(messages: Messages) -> Callable[[Any], Awaitable[Any]]:
+        def job(messages: Messages) -> tuple[Callable[[Any], Awaitable[Any]], int]:
+            estimate = estimate_tokens((m.get("content") for m in messages), params.max_tokens, params.n)
             return lambda client: client.chat.completions.create(
                 model=self.model,
                 messages=messages,
@@ -175,7 +188,7 @@ class OpenAIEngine(Engine):
                 max_tokens=params.max_tokens,
                 stop=list(params.stop) or None,
                 extra_body=extra or None,
-            )
+            ), estimate
 
         results = []
         for resp in self._run([job(m) for m in conversations]):
@@ -197,7 +210,8 @@ class OpenAIEngine(Engine):
     def next_token_probs(
         self, conversations: list[Messages], candidates: tuple[str, ...]
     ) -> list[dict[str, float] | None]:
-        def job(messages: Messages) -> Callable[[Any], Awaitable[Any]]:
+        def job(messages: Messages) -> tuple[Callable[[Any], Awaitable[Any]], int]:
+            estimate = estimate_tokens((m.get("content") for m in messages), 1)
             return lambda client: client.chat.completions.create(
                 model=self.model,
                 messages=messages,
@@ -206,7 +220,7 @@ class OpenAIEngine(Engine):
                 logprobs=True,
                 top_logprobs=TOP_LOGPROBS,
                 extra_body=CONTINUE_FINAL,
-            )
+            ), estimate
 
         results: list[dict[str, float] | None] = []
         for resp in self._run([job(m) for m in conversations]):

@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from seftgen.choices import EngineKind
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
 from seftgen.engines.vllm_engine import TOP_LOGPROBS, answer_token_id
 from seftgen.errors import UserError
 
 
 class RayEngine(Engine):
-    kind = "ray"
+    kind = EngineKind.RAY
 
     def __init__(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from seftgen.choices import EngineKind
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
 from seftgen.errors import UserError
 
@@ -28,7 +29,7 @@ def answer_token_id(tokenizer: Any, text: str, model: str) -> int:
 
 
 class VLLMEngine(Engine):
-    kind = "vllm"
+    kind = EngineKind.VLLM
 
     def __init__(
         self,
@@ -40,8 +41,6 @@ class VLLMEngine(Engine):
         tensor_parallel_size: int = 1,
         seed: int = 0,
         chat_template: str | None = None,
-        enforce_eager: bool = True,
-        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         from vllm import LLM
@@ -55,8 +54,8 @@ class VLLMEngine(Engine):
             gpu_memory_utilization=memory_share or default_memory_share(),
             tensor_parallel_size=tensor_parallel_size,
             seed=seed,
-            enforce_eager=enforce_eager,
-            **(extra or {}),
+            # No CUDA graph capture: start-up stays short for data stages, and the CPU backend has none.
+            enforce_eager=True,
         )
         self.tokenizer = self.llm.get_tokenizer()
         self._template_override = chat_template

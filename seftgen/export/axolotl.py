@@ -23,7 +23,6 @@ itself runs in its own environment (`seftgen.training`), never imported here.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,10 @@ from typing import Any
 import polars as pl
 import yaml
 
-from seftgen.errors import UserError
+from seftgen.choices import TrainKind
+from seftgen.errors import UserError, yaml_problem
+from seftgen.io.files import read_mapping
+from seftgen.io.manifest import write_text_atomic
 from seftgen.io.schema import MESSAGES, PROVENANCE, TABLES
 from seftgen.io.store import load_manifest, read_run, write_parquet_atomic
 from seftgen.models import DEMO, resolve_model
@@ -110,51 +112,44 @@ class TrainingRows:
     left_out: int
 
 
-def training_rows(run_dir: str | Path, kind: str) -> TrainingRows:
+def training_rows(run_dir: str | Path, kind: TrainKind) -> TrainingRows:
     """The training rows of a run in axolotl's layout, their provenance, and how many were left out."""
     manifest = load_manifest(run_dir)
-    table, stage = manifest["table"], manifest["stage"]
-    method = manifest["config"].get("method")
+    run = manifest.kind
+    variant = run.variants.get(kind)
+    if variant is None:
+        raise UserError(
+            f"cannot export a '{run.stage}' run as --kind {kind}",
+            file=run_dir,
+            hint="sft: reviser/jsft data, revisions, best-of; dpo: revisions, judged pairs",
+        )
     df = read_run(run_dir)
     left_out = 0
     if "kept" in df.columns:
         left_out = int((~df["kept"]).sum())
         df = df.filter(pl.col("kept"))
-    if kind == "dpo" and table == "revisions" and method == "seft":
+    if variant == "seft-dpo":
         left_out += int((df["label"] == "keep").sum())  # a kept response has no rejected side
         df = df.filter(pl.col("label") != "keep")
-    if kind == "sft" and table == "sft":
-        variant, rows = ("jsft" if stage == "build-jsft-data" else "seft-reviser"), df.select("messages")
-    elif kind == "sft" and table == "revisions" and method == "seft":
-        variant, rows = (
-            "seft-policy",
-            _frame([_assistant(m, r) for m, r in df.select("messages", "revised").iter_rows()]),
+    if run.table == "sft":
+        rows = df.select("messages")
+    elif variant == "seft-policy":
+        rows = _frame([_assistant(m, r) for m, r in df.select("messages", "revised").iter_rows()])
+    elif variant == "srt-stage1":
+        target = load_template(manifest.config["template"])
+        rows = _frame(
+            [
+                _assistant(m, target.render("target", response=o, feedback=f, refinement=r))
+                for m, o, f, r in df.select("messages", "original", "feedback", "revised").iter_rows()
+            ]
         )
-    elif kind == "sft" and table == "revisions" and method == "srt":
-        target = load_template(manifest["config"]["template"])
-        variant, rows = (
-            "srt-stage1",
-            _frame(
-                [
-                    _assistant(m, target.render("target", response=o, feedback=f, refinement=r))
-                    for m, o, f, r in df.select("messages", "original", "feedback", "revised").iter_rows()
-                ]
-            ),
-        )
-    elif kind == "sft" and table == "best_of":
-        variant, rows = "best-of", _frame([_assistant(m, r) for m, r in df.select("messages", "response").iter_rows()])
-    elif kind == "dpo" and table == "revisions":
-        variant = "srt-stage2" if method == "srt" else "seft-dpo"
+    elif variant == "best-of":
+        rows = _frame([_assistant(m, r) for m, r in df.select("messages", "response").iter_rows()])
+    elif run.table == "revisions":  # seft-dpo, srt-stage2: the revision over the original
         rows = df.select("messages", pl.col("revised").alias("chosen"), pl.col("original").alias("rejected"))
-    elif kind == "dpo" and table == "pairs":
-        variant, rows = "self-judge-dpo", df.select("messages", "chosen", "rejected")
-    else:
-        raise UserError(
-            f"cannot export a '{stage}' run as --kind {kind}",
-            file=run_dir,
-            hint="sft: reviser/jsft data, revisions, best-of; dpo: revisions, judged pairs",
-        )
-    keys = [c for c in (*TABLES[table].key, "source_id", "policy_model", "source_run_id") if c in df.columns]
+    else:  # self-judge-dpo
+        rows = df.select("messages", "chosen", "rejected")
+    keys = [c for c in (*TABLES[run.table].key, "source_id", "policy_model", "source_run_id") if c in df.columns]
     provenance = df.select(*keys, *(c.name for c in PROVENANCE))
     return TrainingRows(variant, rows, provenance, left_out)
 
@@ -176,7 +171,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise UserError(f"--set {key}: value is not valid YAML ({exc})") from exc
+            raise UserError(f"--set {key}: value is not valid YAML ({yaml_problem(exc)})") from exc
         if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed.strip()):
             parsed = float(parsed)  # YAML 1.1 reads 3e-5 (no dot) as a string; users mean a number
         out[key.strip()] = parsed
@@ -193,10 +188,7 @@ def load_preset(path: str | Path | None) -> dict[str, Any]:
         file = resource_dir("recipes") / "presets" / f"{path}.yaml"
     if not file.is_file():
         raise UserError("preset file does not exist", file=path)
-    data = yaml.safe_load(file.read_text()) or {}
-    if not isinstance(data, dict):
-        raise UserError("a preset must be a YAML mapping of axolotl keys", file=file)
-    return data
+    return read_mapping(file, "preset", empty_ok=True)
 
 
 def build_config(
@@ -260,7 +252,7 @@ def validate(cfgs: list[dict[str, Any]], axolotl: Axolotl | None) -> None:
 
 def export_axolotl(
     run_dir: str | Path,
-    kind: str,
+    kind: TrainKind | str,
     base_model: str,
     config_path: str | Path,
     *,
@@ -275,8 +267,10 @@ def export_axolotl(
     With `check`, the config is validated by axolotl's own code in axolotl's environment (found by
     `seftgen.training.env.find_axolotl`) before anything is written. Without an axolotl the config
     is still written, with `validated` False (validate it later with `seftgen validate`)."""
-    if kind not in ("sft", "dpo"):
-        raise UserError(f"--kind must be sft or dpo, got {kind!r}")
+    try:
+        kind = TrainKind(kind)
+    except ValueError as exc:
+        raise UserError(f"--kind must be one of {', '.join(TrainKind)}, got {kind!r}") from exc
     data = training_rows(run_dir, kind)
     variant, rows, left_out = data.variant, data.rows, data.left_out
     if rows.is_empty():
@@ -288,7 +282,7 @@ def export_axolotl(
     manifest = load_manifest(run_dir)
     # The data's identity (not the manifest's timestamps, which a resumed rerun updates): the same
     # rows give the same config, so a finished training step is recognised and skipped.
-    data_id = stable_hash([manifest["run_id"], manifest["rows"], variant, rows.height], 10)
+    data_id = stable_hash([manifest.run_id, manifest.rows, variant, rows.height], 10)
     cfg = build_config(variant, base, data_path, out_dir, data_id, preset=load_preset(preset), overrides=overrides)
     validator = find_axolotl(axolotl) if check else None
     validate([cfg], validator)  # before anything is written: a rejected config leaves no files behind
@@ -296,14 +290,12 @@ def export_axolotl(
     write_parquet_atomic(rows, data_path)
     write_parquet_atomic(data.provenance, data_path.with_name("provenance.parquet"))
     header = (
-        f"# axolotl config written by seftgen ({variant}) from run {manifest['run_id']}\n"
+        f"# axolotl config written by seftgen ({variant}) from run {manifest.run_id}\n"
         f"# source: {Path(run_dir).resolve()}\n"
         f"# rows: {rows.height} (left out, not kept: {left_out})\n"
         f"# next: axolotl train {config_path}"
         + ("; axolotl merge-lora " + str(config_path) if cfg.get("adapter") else "")
         + "\n"
     )
-    tmp = config_path.with_name(f".{config_path.name}.tmp")
-    tmp.write_text(header + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
-    os.replace(tmp, config_path)
+    write_text_atomic(config_path, header + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     return ExportResult(config_path, data_path, variant, rows.height, left_out, cfg, validator is not None)

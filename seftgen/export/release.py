@@ -19,19 +19,13 @@ from typing import Any
 
 import polars as pl
 
+from seftgen.choices import RunStatus
 from seftgen.errors import UserError
+from seftgen.io.manifest import Manifest
 from seftgen.io.schema import PROVENANCE
 from seftgen.io.store import load_manifest, read_run, write_parquet_atomic
 
 PROVENANCE_COLUMNS = [c.name for c in PROVENANCE]
-METHOD_OF_STAGE = {
-    "build-reviser-data": "SEFT",
-    "revise": None,
-    "judge": "SELF-JUDGE",
-    "best-of": "SELF-JUDGE",
-    "build-jsft-data": "SELF-JUDGE",
-    "sample": None,
-}
 EXAMPLE_CHARS = 300
 
 
@@ -39,7 +33,7 @@ EXAMPLE_CHARS = 300
 class ConfigPart:
     name: str
     run_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     rows: pl.DataFrame
     left_out: Counter = field(default_factory=Counter)
 
@@ -55,15 +49,6 @@ class Release:
         return {c.name: dict(c.left_out) for c in self.configs if c.left_out}
 
 
-def config_name(manifest: dict[str, Any]) -> str:
-    method = manifest["config"].get("method")
-    if manifest["table"] == "revisions" and method:
-        return f"revisions_{method}"
-    if manifest["table"] == "sft":
-        return "reviser_sft" if manifest["stage"] == "build-reviser-data" else "jsft"
-    return manifest["table"]
-
-
 def select_rows(df: pl.DataFrame, include_rejected: bool) -> tuple[pl.DataFrame, Counter]:
     left: Counter[str] = Counter()
     missing = pl.any_horizontal([pl.col(c).is_null() for c in PROVENANCE_COLUMNS if c in df.columns])
@@ -73,8 +58,8 @@ def select_rows(df: pl.DataFrame, include_rejected: bool) -> tuple[pl.DataFrame,
         df = df.filter(~missing)
     if "kept" in df.columns and not include_rejected:
         rejected = df.filter(~pl.col("kept"))
-        for reason, n in Counter((r or "not kept").split(":")[0] for r in rejected["reason"].to_list()).items():
-            left[f"{reason} failure" if reason in ("parse", "filter") else reason] += n
+        for kind, n in Counter(rejected["reason_kind"].to_list()).items():
+            left[f"{kind} failure" if kind else "not kept"] += n
         df = df.filter(pl.col("kept"))
     return df, left
 
@@ -97,7 +82,7 @@ def _short(value: Any) -> Any:
 
 
 def _card_body(repo_id: str, configs: list[ConfigPart], include_rejected: bool) -> str:
-    methods = sorted({m for c in configs for m in [_method(c.manifest)] if m})
+    methods = sorted({m for c in configs for m in [c.manifest.kind.method] if m})
     lines = [
         f"# {repo_id}",
         "",
@@ -110,12 +95,12 @@ def _card_body(repo_id: str, configs: list[ConfigPart], include_rejected: bool) 
     if not include_rejected:
         lines += ["Rows that failed parsing or a filter, and rows with incomplete provenance, are not included.", ""]
     for c in configs:
-        m, cfg = c.manifest, c.manifest["config"]
+        m, cfg = c.manifest, c.manifest.config
         lines += [
             f"## Config `{c.name}`",
             "",
             f"- rows: {c.rows.height}",
-            f"- stage: `{m['stage']}`, run `{m['run_id']}`",
+            f"- stage: `{m.stage}`, run `{m.run_id}`",
         ]
         if rnd := _round_of(c.run_dir):
             lines.append(f"- round: {rnd}")
@@ -129,7 +114,7 @@ def _card_body(repo_id: str, configs: list[ConfigPart], include_rejected: bool) 
             templates.append(f"`{cfg['score_template']}` ({cfg.get('score_template_hash')})")
         lines.append(f"- templates: {', '.join(templates)}")
         lines.append(f"- parameters: `{json.dumps(cfg.get('params'), sort_keys=True)}`")
-        summary = m.get("summary", {})
+        summary = m.summary
         if summary.get("position_consistency") is not None:
             lines.append(
                 f"- judge position consistency: {summary['position_consistency']:.1%}, "
@@ -139,7 +124,7 @@ def _card_body(repo_id: str, configs: list[ConfigPart], include_rejected: bool) 
             lines.append(f"- removed by `{reason}`: {n}")
         for reason, n in c.left_out.items():
             lines.append(f"- left out of this release ({reason}): {n}")
-        totals = m.get("totals", {})
+        totals = m.totals
         if totals:
             lines.append(
                 f"- tokens: {int(totals.get('prompt_tokens', 0))} prompt + "
@@ -157,12 +142,6 @@ def _card_body(repo_id: str, configs: list[ConfigPart], include_rejected: bool) 
             ]
         lines.append("")
     return "\n".join(lines)
-
-
-def _method(manifest: dict[str, Any]) -> str | None:
-    if manifest["stage"] == "revise":
-        return {"seft": "SEFT", "srt": "SRT"}.get(manifest["config"].get("method"))
-    return METHOD_OF_STAGE.get(manifest["stage"])
 
 
 def _round_of(run_dir: Path) -> int | None:
@@ -186,12 +165,10 @@ def build_release(
     parts: list[ConfigPart] = []
     for run_dir in map(Path, run_dirs):
         manifest = load_manifest(run_dir)
-        if manifest["status"] not in ("complete", "partial"):
-            raise UserError(
-                f"run is '{manifest['status']}': finish it (rerun its command) before releasing", file=run_dir
-            )
+        if manifest.status not in (RunStatus.COMPLETE, RunStatus.PARTIAL):
+            raise UserError(f"run is '{manifest.status}': finish it (rerun its command) before releasing", file=run_dir)
         rows, left = select_rows(read_run(run_dir), include_rejected)
-        parts.append(ConfigPart(config_name(manifest), run_dir, manifest, rows, left))
+        parts.append(ConfigPart(manifest.kind.name, run_dir, manifest, rows, left))
     names = Counter(p.name for p in parts)
     if dup := [n for n, k in names.items() if k > 1]:
         raise UserError(f"two runs would both be config {dup[0]!r}; merge them first (`seftgen merge`)")
@@ -206,7 +183,7 @@ def build_release(
         license=license,
         task_categories=["text-generation"],
         size_categories=[_size_category(sum(p.rows.height for p in parts))],
-        tags=["seftgen", "synthetic", *sorted({m.lower() for p in parts if (m := _method(p.manifest))})],
+        tags=["seftgen", "synthetic", *sorted({m.lower() for p in parts if (m := p.manifest.kind.method)})],
         configs=[
             {"config_name": p.name, "data_files": [{"split": "train", "path": f"data/{p.name}/train-*.parquet"}]}
             for p in parts

@@ -52,8 +52,14 @@ def iter_rows(source: str) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:  # bytes: a line that is not UTF-8 is named, not a traceback
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(
+                    f"not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1})", file=path, row=number
+                ) from exc
             if not line.strip():
                 continue
             try:

@@ -38,7 +38,11 @@ class Table:
 
 PROVENANCE = (
     Column("model", pl.String, "Model that produced the row's generated text (local folder or hub id)."),
-    Column("engine", pl.String, "Engine that ran the model: `vllm` or `openai`."),
+    Column(
+        "engine",
+        pl.String,
+        "Engine that ran the model: `vllm`, `openai` or `ray` (`none` for data built from records).",
+    ),
     Column("template_hash", pl.String, "sha256 prefix of the prompt/chat template text used."),
     Column("params", pl.String, "JSON of the sampling/judging parameters of the run."),
     Column("seed", pl.Int64, "Engine-level seed (vLLM on CPU has no per-request seed)."),
@@ -84,7 +88,8 @@ REVISIONS = Table(
         Column("revised_score", pl.Int32, "SRT: score of the refinement, from a separate call."),
         Column("similarity", pl.Float64, "difflib ratio between original and revised (1 = same)."),
         Column("kept", pl.Boolean, "True if the row passed parsing and every filter."),
-        Column("reason", pl.String, "Why the row was not kept (parse failure, filter), else null."),
+        Column("reason", pl.String, "Why the row was not kept (what failed to parse, which filter), else null."),
+        Column("reason_kind", pl.String, "Kind of `reason`: `parse` or `filter`; null when kept."),
         Column("raw", pl.String, "Raw reviser/critic reply, kept for audit."),
         Column("prompt_tokens", pl.Int32, "Prompt tokens over all calls for this row."),
         Column("completion_tokens", pl.Int32, "Completion tokens over all calls for this row."),
@@ -111,7 +116,8 @@ PAIRS = Table(
         Column("rejected", pl.String, "Other response text."),
         Column("chosen_idx", pl.Int32, "sample_idx of the chosen response."),
         Column("kept", pl.Boolean, "Passed --min-margin / --require-consistent and parsing."),
-        Column("reason", pl.String, "Why the pair was not kept, else null."),
+        Column("reason", pl.String, "Why the pair was not kept (no answer token, tie, margin, order), else null."),
+        Column("reason_kind", pl.String, "Kind of `reason`: `parse` or `filter`; null when kept."),
         Column("raw", pl.String, "Text-verdict mode: the judge's replies; logprob mode: null."),
         Column("policy_model", pl.String, "Model that wrote the responses."),
         Column("source_run_id", pl.String, "Run id of the sample run that was judged."),
@@ -153,7 +159,9 @@ TABLES: dict[str, Table] = {t.name: t for t in (SAMPLES, REVISIONS, PAIRS, BEST_
 
 
 def schema_markdown() -> str:
-    """Markdown for the README: one section per table."""
+    """Markdown for the README: one section per table, then the run manifest."""
+    from seftgen.io.manifest import manifest_markdown
+
     out = []
     for table in TABLES.values():
         out.append(f"#### `{table.name}`: {table.doc}\n\nKey: `{', '.join(table.key)}`.\n")
@@ -161,4 +169,5 @@ def schema_markdown() -> str:
         for c in table.columns:
             out.append(f"| `{c.name}` | `{c.dtype}` | {c.doc} |")
         out.append("")
+    out.append(manifest_markdown())
     return "\n".join(out)

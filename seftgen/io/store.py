@@ -10,7 +10,6 @@ A run folder is the unit of resume, sharding and provenance:
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -19,12 +18,13 @@ from typing import Any
 
 import polars as pl
 
-from seftgen import __version__
+from seftgen.choices import RunStatus, Stage
 from seftgen.errors import UserError
+from seftgen.io.manifest import MANIFEST, Attempt, Manifest, write_json_atomic
 from seftgen.io.schema import TABLES, Table
-from seftgen.provenance import new_run_id, stable_hash, utc_now
+from seftgen.provenance import stable_hash, utc_now
 
-MANIFEST = "manifest.json"
+__all__ = ["MANIFEST", "Manifest", "RunStore", "Shard", "load_manifest", "read_run", "scan_run", "write_json_atomic"]
 PARTS = "parts"
 
 
@@ -49,12 +49,6 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
@@ -64,14 +58,12 @@ def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load_manifest(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / MANIFEST
-    if not path.is_file():
-        raise UserError("not a seftgen run folder (no manifest.json)", file=run_dir)
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"manifest.json is not valid JSON ({exc.msg})", file=path) from exc
+def load_manifest(run_dir: str | Path, table: str | None = None) -> Manifest:
+    """The manifest of a run folder; with `table`, checked to be that kind of run."""
+    manifest = Manifest.load(run_dir)
+    if table and manifest.table != table:
+        raise UserError(f"expected a '{table}' run, this folder holds '{manifest.table}'", file=run_dir)
+    return manifest
 
 
 def part_files(run_dir: str | Path) -> list[Path]:
@@ -80,87 +72,93 @@ def part_files(run_dir: str | Path) -> list[Path]:
 
 def read_run(run_dir: str | Path, table: str | None = None) -> pl.DataFrame:
     """All rows of a run folder, checked to be the expected table."""
-    manifest = load_manifest(run_dir)
-    if table and manifest["table"] != table:
-        raise UserError(f"expected a '{table}' run, this folder holds '{manifest['table']}'", file=run_dir)
+    return scan_run(run_dir, table).collect()
+
+
+def scan_run(run_dir: str | Path, table: str | None = None) -> pl.LazyFrame:
+    """All rows of a run folder as a lazy scan (summaries aggregate without loading the run)."""
+    manifest = load_manifest(run_dir, table)
     files = part_files(run_dir)
-    schema = TABLES[manifest["table"]].schema
     if not files:
-        return pl.DataFrame(schema=schema)
-    return pl.read_parquet(files)
+        return pl.LazyFrame(schema=TABLES[manifest.table].schema)
+    return pl.scan_parquet(files)
 
 
 @dataclass
 class RunStore:
-    """A run folder being written by one stage."""
+    """A run folder being written by one stage (one attempt).
+
+    Use it as a context manager (`with RunStore.open(...) as store:`): leaving the block by an
+    exception or a signal closes the attempt as `interrupted` with its counters, so the manifest
+    never claims `running` for a run nobody is running. A SIGKILL leaves `running`; the next
+    attempt records that the previous one never closed."""
 
     root: Path
     table: Table
-    manifest: dict[str, Any]
+    manifest: Manifest
     done: set[tuple] = field(default_factory=set)
     _seq: int = 0
-    _attempt: dict[str, Any] = field(default_factory=dict)
+    _attempt: Attempt = field(default_factory=lambda: Attempt(started_at=utc_now().isoformat()))
 
     @property
     def run_id(self) -> str:
-        return self.manifest["run_id"]
+        return self.manifest.run_id
 
     @classmethod
     def open(
         cls,
         root: str | Path,
         table: Table,
-        stage: str,
+        stage: Stage,
         config: dict[str, Any],
         *,
         shard: Shard = Shard(),
         resume: bool = True,
     ) -> RunStore:
         root = Path(root)
+        check_out_dir(root)
         config_hash = stable_hash(config)
-        manifest_path = root / MANIFEST
-        if manifest_path.exists():
+        if (root / MANIFEST).exists():
             manifest = load_manifest(root)
             if not resume:
                 raise UserError("output folder already holds a run", file=root, hint="use --resume, or another --out")
-            if manifest["table"] != table.name or manifest["stage"] != stage:
-                raise UserError(f"output folder holds a '{manifest['stage']}' run", file=root)
-            if manifest["config_hash"] != config_hash or manifest["shard"] != shard.__dict__:
+            if manifest.table != table.name or manifest.stage != stage:
+                raise UserError(f"output folder holds a '{manifest.stage}' run", file=root)
+            if manifest.config_hash != config_hash or manifest.shard != shard.__dict__:
                 changed = sorted(
-                    k for k in set(config) | set(manifest["config"]) if config.get(k) != manifest["config"].get(k)
+                    k for k in set(config) | set(manifest.config) if config.get(k) != manifest.config.get(k)
                 ) or ["shard"]
                 raise UserError(
                     f"cannot resume: settings differ from the run in this folder ({', '.join(changed)})",
                     file=root,
                     hint="use the same settings, or another --out",
                 )
+            for attempt in manifest.attempts:
+                if attempt.status == RunStatus.RUNNING:  # its process was killed without a chance to say so
+                    attempt.status = RunStatus.INTERRUPTED
+                    attempt.error = attempt.error or "never closed (killed)"
         else:
-            if root.exists() and any(root.iterdir()):
-                raise UserError("output folder exists and is not a seftgen run", file=root)
-            (root / PARTS).mkdir(parents=True, exist_ok=True)
-            manifest = {
-                "seftgen_version": __version__,
-                "table": table.name,
-                "stage": stage,
-                "run_id": new_run_id(),
-                "created_at": utc_now().isoformat(),
-                "status": "running",
-                "config": config,
-                "config_hash": config_hash,
-                "shard": shard.__dict__,
-                "rows": 0,
-                "attempts": [],
-                "totals": {},
-                "summary": {},
-            }
+            manifest = Manifest(table.name, stage, config, config_hash, dict(shard.__dict__))
         (root / PARTS).mkdir(parents=True, exist_ok=True)
+        for stale in [*root.glob(".*.tmp"), *(root / PARTS).glob(".*.tmp")]:
+            stale.unlink(missing_ok=True)  # half-written by an attempt that was killed mid-write
         store = cls(root, table, manifest)
         store._load_done()
-        store._attempt = {"started_at": utc_now().isoformat(), "resumed_rows": len(store.done)}
-        manifest["status"] = "running"
-        manifest["attempts"].append(store._attempt)
+        store._attempt.resumed_rows = len(store.done)
+        manifest.status = RunStatus.RUNNING
+        manifest.attempts.append(store._attempt)
         store._save()
         return store
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc_type is not None and self._attempt.finished_at is None:
+            reason = (
+                "interrupted by signal" if issubclass(exc_type, KeyboardInterrupt) else f"{exc_type.__name__}: {exc}"
+            )
+            self.finish(status=RunStatus.INTERRUPTED, error=reason[:500])
 
     def _load_done(self) -> None:
         files = part_files(self.root)
@@ -172,8 +170,7 @@ class RunStore:
             self.done = set(keys.iter_rows())
 
     def _save(self) -> None:
-        self.manifest["updated_at"] = utc_now().isoformat()
-        write_json_atomic(self.root / MANIFEST, self.manifest)
+        self.manifest.save(self.root)
 
     def write(self, rows: list[dict[str, Any]]) -> int:
         """Write rows as one new part file (atomically); return how many were new."""
@@ -186,50 +183,73 @@ class RunStore:
         df = df.filter(pl.Series(fresh, dtype=pl.Boolean))
         if df.is_empty():
             return 0
-        name = f"part-{self.manifest['shard']['index']:05d}-{self._seq:06d}-{secrets.token_hex(3)}.parquet"
+        name = f"part-{self.manifest.shard['index']:05d}-{self._seq:06d}-{secrets.token_hex(3)}.parquet"
         write_parquet_atomic(df, self.root / PARTS / name)
         self._seq += 1
         self.done.update(df.select(keys).iter_rows())
-        self.manifest["rows"] = len(self.done)
+        self.manifest.rows = len(self.done)
         self._save()
         return df.height
 
     def add_totals(self, totals: dict[str, float]) -> None:
         """Accumulate counters (tokens, cost, failures) over every attempt of the run."""
+        if not totals:
+            return
+        self.manifest.add_totals(totals)
         for key, value in totals.items():
-            self.manifest["totals"][key] = self.manifest["totals"].get(key, 0) + value
-            self._attempt[key] = self._attempt.get(key, 0) + value
+            self._attempt.totals[key] = self._attempt.totals.get(key, 0) + value
         self._save()
 
-    def finish(self, summary: dict[str, Any] | None = None, status: str = "complete") -> None:
-        self._attempt["finished_at"] = utc_now().isoformat()
-        self._attempt["status"] = status
+    def finish(
+        self,
+        summary: dict[str, Any] | None = None,
+        status: RunStatus = RunStatus.COMPLETE,
+        *,
+        failures: list[dict[str, Any]] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Close the attempt (and the run's status) with its summary and failed rows."""
+        self._attempt.finished_at = utc_now().isoformat()
+        self._attempt.status = status
+        self._attempt.error = error
         if summary is not None:
-            self.manifest["summary"] = summary
-        self.manifest["status"] = status
+            self.manifest.summary = summary
+        if failures is not None:
+            self.manifest.failures = failures
+        self.manifest.status = status
         self._save()
 
 
-def merge_runs(run_dirs: list[str | Path], out: str | Path, allow_partial: bool = False) -> dict[str, Any]:
+def check_out_dir(root: Path) -> None:
+    """An output folder must be a folder (or not exist yet): fail before any model loads."""
+    for parent in (root, *root.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError("output path is a file, not a folder", file=parent)
+            break
+
+
+def merge_runs(run_dirs: list[str | Path], out: str | Path, allow_partial: bool = False) -> Manifest:
     """Join the shards of one run (same stage and settings) into one run folder."""
     if not run_dirs:
         raise UserError("give at least one run folder to merge")
     manifests = [load_manifest(d) for d in run_dirs]
     first = manifests[0]
     for d, m in zip(run_dirs, manifests, strict=True):
-        if m["table"] != first["table"] or m["config_hash"] != first["config_hash"]:
+        if m.table != first.table or m.config_hash != first.config_hash:
             raise UserError("run settings differ from the first folder's; only shards of one run merge", file=d)
-    counts = {m["shard"]["count"] for m in manifests}
-    indexes = sorted({m["shard"]["index"] for m in manifests})
+    counts = {m.shard["count"] for m in manifests}
+    indexes = sorted({m.shard["index"] for m in manifests})
     if len(counts) != 1:
         raise UserError("shards were cut with different N")
     missing = sorted(set(range(counts.pop())) - set(indexes))
     if missing and not allow_partial:
         raise UserError(f"shards {missing} are missing", hint="pass --allow-partial to merge anyway")
     out = Path(out)
+    check_out_dir(out)
     if out.exists() and any(out.iterdir()):
         raise UserError("merge output folder is not empty", file=out)
-    table = TABLES[first["table"]]
+    table = TABLES[first.table]
     files = [f for d in run_dirs for f in part_files(d)]
     (out / PARTS).mkdir(parents=True, exist_ok=True)
     target = out / PARTS / "part-00000-000000-merged.parquet"
@@ -237,25 +257,20 @@ def merge_runs(run_dirs: list[str | Path], out: str | Path, allow_partial: bool 
     lazy = pl.scan_parquet(files) if files else pl.LazyFrame(schema=table.schema)
     lazy.unique(subset=list(table.key), keep="first", maintain_order=True).sink_parquet(tmp)
     os.replace(tmp, target)
-    rows = pl.scan_parquet(target).select(pl.len()).collect().item()
-    totals: dict[str, float] = {}
-    for m in manifests:
-        for k, v in m.get("totals", {}).items():
-            totals[k] = totals.get(k, 0) + v
-    manifest = {
-        **{k: first[k] for k in ("seftgen_version", "table", "stage", "config", "config_hash")},
-        "run_id": new_run_id(),
-        "created_at": utc_now().isoformat(),
-        "status": "complete" if not missing else "partial",
-        "shard": {"index": 0, "count": 1},
-        "rows": rows,
-        "attempts": [],
-        "totals": totals,
-        "summary": {},
-        "merged_from": [
-            {"path": str(Path(d).resolve()), "run_id": m["run_id"], "shard": m["shard"], "rows": m["rows"]}
+    manifest = Manifest(
+        first.table,
+        first.stage,
+        first.config,
+        first.config_hash,
+        seftgen_version=first.seftgen_version,
+        status=RunStatus.PARTIAL if missing else RunStatus.COMPLETE,
+        rows=pl.scan_parquet(target).select(pl.len()).collect().item(),
+        merged_from=[
+            {"path": str(Path(d).resolve()), "run_id": m.run_id, "shard": m.shard, "rows": m.rows}
             for d, m in zip(run_dirs, manifests, strict=True)
         ],
-    }
-    write_json_atomic(out / MANIFEST, manifest)
+    )
+    for m in manifests:
+        manifest.add_totals(m.totals)
+    manifest.save(out)
     return manifest

@@ -12,11 +12,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
+from seftgen.choices import Stage
 from seftgen.io.preferences import PreferenceColumns, PreferenceRecord, iter_preferences
 from seftgen.io.schema import SFT
-from seftgen.io.store import RunStore, read_run
+from seftgen.io.store import RunStore, scan_run
 from seftgen.provenance import stable_hash, utc_now
-from seftgen.stages.common import StageResult, chunked, finish
+from seftgen.stages.common import StageResult, chunked, finish, value_counts
 from seftgen.templates import PromptTemplate, instruction_text, load_template
 
 BATCH = 1024
@@ -59,7 +62,7 @@ def _example(messages: list[dict[str, str]], kind: str, source_id: str, prov: di
 def _build(
     source: str,
     out: str | Path,
-    stage: str,
+    stage: Stage,
     template: PromptTemplate,
     params: dict[str, Any],
     cols: PreferenceColumns,
@@ -80,21 +83,22 @@ def _build(
     result = StageResult(Path(out), resumed=len(store.done))
     prov = _provenance(store, source, template, params)
     skipped: Counter[str] = Counter()
-    for batch in chunked(iter_preferences(source, cols, limit), BATCH):
-        rows = []
-        for record in batch:
-            built, why = make(record, prov)
-            rows.extend(built)
-            if why:
-                skipped[why] += 1
-        result.written += store.write(rows)
-    df = read_run(out)
+    with store:
+        for batch in chunked(iter_preferences(source, cols, limit), BATCH):
+            rows = []
+            for record in batch:
+                built, why = make(record, prov)
+                rows.extend(built)
+                if why:
+                    skipped[why] += 1
+            result.written += store.write(rows)
+    rows_of = scan_run(out)
     return finish(
         store,
         result,
         {
-            "examples": df.height,
-            "by_kind": dict(Counter(df["kind"].to_list()).most_common()),
+            "examples": rows_of.select(pl.len()).collect().item(),
+            "by_kind": value_counts(rows_of, "kind"),
             "records_skipped": dict(skipped),
         },
     )
@@ -141,7 +145,7 @@ def build_reviser_data(
         return rows, None if rows else "no response pair with a large enough gap"
 
     params = asdict(labels) | {"labels": names}
-    return _build(source, out, "build-reviser-data", tpl, params, columns, limit, make)
+    return _build(source, out, Stage.BUILD_REVISER_DATA, tpl, params, columns, limit, make)
 
 
 def build_jsft_data(
@@ -183,4 +187,4 @@ def build_jsft_data(
         return rows, None
 
     params = {"min_gap": min_gap, "include_sft": include_sft, "answer_tokens": [token_a, token_b]}
-    return _build(source, out, "build-jsft-data", tpl, params, columns, limit, make)
+    return _build(source, out, Stage.BUILD_JSFT_DATA, tpl, params, columns, limit, make)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -11,6 +10,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 
+from seftgen.choices import ErrorKind, RunStatus
 from seftgen.engines import EngineSpec, get_engine
 from seftgen.engines.base import Engine, SamplingConfig
 from seftgen.io.store import RunStore
@@ -74,17 +74,49 @@ def chat_template_hash(engine: Engine) -> str:
     return template_hash(engine.chat_template)
 
 
-def reason_counts(reasons: pl.Series) -> dict[str, int]:
-    """Why rows were not kept, bucketed: "scored 4 < original 6" and "scored 3 < original 5"
-    count together (numbers become N)."""
-    bucketed = reasons.drop_nulls().str.replace_all(r"\d+(\.\d+)?", "N")
-    return dict(Counter(bucketed.to_list()).most_common())
+def rejection(kind: ErrorKind, reason: str | None) -> dict[str, Any]:
+    """The `kept` / `reason` / `reason_kind` columns of a row (kept when there is no reason)."""
+    return {"kept": reason is None, "reason": reason, "reason_kind": kind if reason is not None else None}
+
+
+def reason_counts(rows: pl.LazyFrame) -> dict[str, int]:
+    """Why rows were not kept, bucketed by kind and reason: "filter: refinement scored 4 <
+    original 6" and "... scored 3 < original 5" count together (numbers become N)."""
+    bucket = pl.concat_str(
+        pl.col("reason_kind"), pl.lit(": "), pl.col("reason").str.replace_all(r"\d+(\.\d+)?", "N")
+    ).alias("why")
+    counts = (
+        rows.filter(pl.col("reason").is_not_null())
+        .select(bucket)
+        .group_by("why")
+        .len()
+        .sort(["len", "why"], descending=[True, False])
+        .collect()
+    )
+    return dict(counts.iter_rows())
+
+
+def value_counts(rows: pl.LazyFrame, column: str) -> dict[str, int]:
+    """Counts of a column's non-null values, most frequent first."""
+    counts = (
+        rows.select(pl.col(column)).drop_nulls().group_by(column).len().sort(["len", column], descending=[True, False])
+    )
+    return dict(counts.collect().iter_rows())
+
+
+def mean_of(rows: pl.LazyFrame, columns: list[str], digits: int = 4) -> dict[str, float]:
+    """Rounded means of the columns that have values (`mean_<column>`)."""
+    means = rows.select(pl.col(c).cast(pl.Float64).mean() for c in columns).collect().row(0, named=True)
+    return {f"mean_{c}": round(v, digits) for c, v in means.items() if v is not None}
 
 
 def finish(store: RunStore, result: StageResult, summary: dict[str, Any] | None = None) -> StageResult:
     """Close the run: status, failures and summary into the manifest."""
     result.summary = summary or {}
-    result.totals = dict(store.manifest["totals"])
-    store.manifest["failures"] = result.failures[:MAX_RECORDED_FAILURES]
-    store.finish(summary, status="complete" if result.ok else "incomplete")
+    result.totals = dict(store.manifest.totals)
+    store.finish(
+        summary,
+        RunStatus.COMPLETE if result.ok else RunStatus.INCOMPLETE,
+        failures=result.failures[:MAX_RECORDED_FAILURES],
+    )
     return result

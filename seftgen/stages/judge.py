@@ -16,12 +16,13 @@ from typing import Any
 
 import polars as pl
 
+from seftgen.choices import ErrorKind, Stage, Verdict
 from seftgen.engines import EngineSpec
 from seftgen.engines.base import Engine
 from seftgen.errors import UserError
 from seftgen.io.schema import BEST_OF, PAIRS, Table
-from seftgen.io.store import RunStore, Shard, read_run
-from seftgen.stages.common import StageResult, ensure_engine, finish, provenance, reason_counts
+from seftgen.io.store import RunStore, Shard, scan_run
+from seftgen.stages.common import StageResult, ensure_engine, finish, provenance, reason_counts, rejection
 from seftgen.stages.judging import Bracket, Judge, PairScore
 from seftgen.stages.runner import downstream_config, iter_prompt_groups, run_batches, source_info
 from seftgen.templates import load_template
@@ -34,17 +35,19 @@ def _open(
     out: str | Path,
     engine: Engine | EngineSpec,
     table: Table,
-    stage: str,
+    stage: Stage,
     template: str,
-    verdict: str,
+    verdict: Verdict | str,
     extra: dict[str, Any],
     shard: Shard,
     resume: bool,
     constrain: bool,
 ) -> tuple[Judge, RunStore, dict]:
-    if verdict not in ("logprobs", "text"):
-        raise UserError(f"--verdict must be logprobs or text, got {verdict!r}")
-    source = source_info(samples, "samples")
+    try:
+        verdict = Verdict(verdict)
+    except ValueError as exc:
+        raise UserError(f"--verdict must be one of {', '.join(Verdict)}, got {verdict!r}") from exc
+    source = source_info(samples, "samples", out)
     tpl = load_template(template)
     judge = Judge(ensure_engine(engine), tpl, verdict, constrain)
     params = {
@@ -65,7 +68,7 @@ def judge_pairs(
     judge_engine: Engine | EngineSpec,
     *,
     template: str = "judge_general",
-    verdict: str = "logprobs",
+    verdict: Verdict = Verdict.LOGPROBS,
     min_margin: float = 0.0,
     require_consistent: bool = False,
     batch_size: int = 64,
@@ -79,7 +82,7 @@ def judge_pairs(
         out,
         judge_engine,
         PAIRS,
-        "judge",
+        Stage.JUDGE,
         template,
         verdict,
         {"min_margin": min_margin, "require_consistent": require_consistent},
@@ -103,13 +106,17 @@ def judge_pairs(
         prov = provenance(judge.engine, store, judge.template.hash, params_json)
         rows, failures = [], []
         for (a, b), s in zip(pairs, scores, strict=True):
-            if s.error and s.error.startswith("engine:"):
+            if s.error_kind == ErrorKind.ENGINE:
                 failures.append(
                     {"prompt_id": a["prompt_id"], "pair": [a["sample_idx"], b["sample_idx"]], "error": s.error}
                 )
                 continue
             chosen, rejected = (a, b) if s.a_wins else (b, a)
-            reason = s.error or _filter_reason(s, min_margin, require_consistent)
+            kind, reason = (
+                (s.error_kind, s.error)
+                if s.error
+                else (ErrorKind.FILTER, _filter_reason(s, min_margin, require_consistent))
+            )
             rows.append(
                 {
                     "prompt_id": a["prompt_id"],
@@ -124,8 +131,7 @@ def judge_pairs(
                     "chosen": chosen["response"],
                     "rejected": rejected["response"],
                     "chosen_idx": chosen["sample_idx"],
-                    "kept": reason is None,
-                    "reason": reason,
+                    **rejection(kind, reason),
                     "raw": s.raw,
                     "policy_model": a["model"],
                     "source_run_id": a["run_id"],
@@ -145,29 +151,39 @@ def judge_pairs(
         label="judge",
         tokens_of=lambda _: 0,
     )
-    return finish(store, result, pairs_summary(read_run(out)))
+    return finish(store, result, pairs_summary(scan_run(out)))
 
 
 def _filter_reason(s: PairScore, min_margin: float, require_consistent: bool) -> str | None:
     if s.margin == 0:
-        return "filter: tie"
+        return "tie"
     if require_consistent and not s.consistent:
-        return "filter: position-inconsistent"
+        return "position-inconsistent"
     if s.margin is not None and s.margin < min_margin:
-        return f"filter: margin {s.margin:.3f} < {min_margin}"
+        return f"margin {s.margin:.3f} < {min_margin}"
     return None
 
 
-def pairs_summary(df: pl.DataFrame) -> dict[str, Any]:
-    if df.is_empty():
+def pairs_summary(rows: pl.LazyFrame) -> dict[str, Any]:
+    """Counts for the manifest and the dataset card, on a lazy scan of the run."""
+    judged = pl.col("score_a").is_not_null()
+    stats = (
+        rows.select(
+            pl.len().alias("pairs"),
+            pl.col("kept").sum().alias("kept"),
+            pl.col("consistent").filter(judged).cast(pl.Float64).mean().alias("position_consistency"),
+            pl.col("margin").filter(judged).mean().alias("mean_margin"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    if not stats["pairs"]:
         return {"pairs": 0}
-    judged = df.filter(pl.col("score_a").is_not_null())
     return {
-        "pairs": df.height,
-        "kept": int(df["kept"].sum()),
-        "position_consistency": round(float(judged["consistent"].mean()), 4) if judged.height else None,
-        "mean_margin": round(float(judged["margin"].mean()), 4) if judged.height else None,
-        "not_kept_by_reason": reason_counts(df["reason"]),
+        "pairs": stats["pairs"],
+        "kept": int(stats["kept"]),
+        **{k: None if stats[k] is None else round(stats[k], 4) for k in ("position_consistency", "mean_margin")},
+        "not_kept_by_reason": reason_counts(rows),
     }
 
 
@@ -177,7 +193,7 @@ def best_of(
     judge_engine: Engine | EngineSpec,
     *,
     template: str = "judge_general",
-    verdict: str = "logprobs",
+    verdict: Verdict = Verdict.LOGPROBS,
     seed: int = 0,
     batch_size: int = 64,
     shard: Shard = Shard(),
@@ -190,7 +206,7 @@ def best_of(
         out,
         judge_engine,
         BEST_OF,
-        "best-of",
+        Stage.BEST_OF,
         template,
         verdict,
         {"tournament_seed": seed},
@@ -222,7 +238,7 @@ def best_of(
             for i, b in live:  # each bracket's matches are contiguous in `triples`
                 mine = scores[start : start + len(b.matches())]
                 start += len(mine)
-                if err := next((s.error for s in mine if s.error and s.error.startswith("engine:")), None):
+                if err := next((s.error for s in mine if s.error_kind == ErrorKind.ENGINE), None):
                     failed[i] = err
                 else:
                     b.advance(mine)
@@ -260,5 +276,5 @@ def best_of(
         label="best-of",
         tokens_of=lambda _: 0,
     )
-    df = read_run(out)
-    return finish(store, result, {"prompts": df.height, "judgments": int(df["judgments"].sum()) if df.height else 0})
+    stats = scan_run(out).select(pl.len().alias("prompts"), pl.col("judgments").sum()).collect().row(0, named=True)
+    return finish(store, result, {"prompts": stats["prompts"], "judgments": int(stats["judgments"] or 0)})

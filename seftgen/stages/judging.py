@@ -18,8 +18,10 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from seftgen.choices import ErrorKind, Verdict
 from seftgen.engines.base import Engine, Messages, SamplingConfig
 from seftgen.errors import UserError
+from seftgen.stages.common import constrained
 from seftgen.stages.parsing import parse_verdict
 from seftgen.templates import PromptTemplate, instruction_text
 
@@ -36,6 +38,11 @@ class PairScore:
     margin: float | None
     error: str | None = None
     raw: str | None = None
+    error_kind: ErrorKind | None = None  # ENGINE: no verdict (retried on rerun); PARSE: no answer
+
+    @classmethod
+    def failed(cls, kind: ErrorKind, error: str, raw: str | None = None) -> PairScore:
+        return cls(None, None, None, False, None, error, raw, kind)
 
     @property
     def a_wins(self) -> bool:
@@ -50,7 +57,9 @@ def share(probs: dict[str, float], token: str, other: str) -> float | None:
 
 def combine(p_a_ab: float | None, p_a_ba: float | None, raw: str | None = None) -> PairScore:
     if p_a_ab is None or p_a_ba is None:
-        return PairScore(p_a_ab, p_a_ba, None, False, None, "parse: no answer token in the judge's reply", raw)
+        return PairScore(
+            p_a_ab, p_a_ba, None, False, None, "no answer token in the judge's reply", raw, ErrorKind.PARSE
+        )
     score = (p_a_ab + p_a_ba) / 2
     consistent = (p_a_ab > 0.5 and p_a_ba > 0.5) or (p_a_ab < 0.5 and p_a_ba < 0.5)
     return PairScore(p_a_ab, p_a_ba, score, consistent, abs(2 * score - 1), None, raw)
@@ -67,19 +76,16 @@ class Judge:
 
     engine: Engine
     template: PromptTemplate
-    verdict: str = "logprobs"  # or "text" for APIs without logprobs
+    verdict: Verdict = Verdict.LOGPROBS  # TEXT for APIs without logprobs
     constrain: bool = True  # follow the template's `output` format where the engine supports it
 
     def _params(self, params: SamplingConfig) -> SamplingConfig:
-        fmt = self.template.output
-        if self.constrain and fmt is not None and self.engine.constrains:
-            return replace(params, regex=fmt.regex())
-        return params
+        return constrained(params, self.template, self.engine, self.constrain)
 
     @property
     def constrained(self) -> bool:
         """Whether any generated judge text (verdict sentence, rationale) is constrained."""
-        uses_text = self.verdict == "text" or bool(self.template.get("rationale", False))
+        uses_text = self.verdict == Verdict.TEXT or bool(self.template.get("rationale", False))
         return uses_text and self._params(TEXT_VERDICT_PARAMS).regex is not None
 
     @property
@@ -99,7 +105,7 @@ class Judge:
         """Returns one PairScore per (messages, a, b); an engine failure becomes an error score."""
         convs = [self._prompt(m, a, b) for m, a, b in triples] + [self._prompt(m, b, a) for m, a, b in triples]
         k = len(triples)
-        if self.verdict == "text":
+        if self.verdict == Verdict.TEXT:
             fmt = self.template.output
             if fmt is None:
                 raise UserError("--verdict text needs a template with an 'output' format", file=self.template.path)
@@ -108,7 +114,7 @@ class Judge:
             for i in range(k):
                 g_ab, g_ba = gens[i], gens[k + i]
                 if g_ab.error or g_ba.error:
-                    out.append(PairScore(None, None, None, False, None, f"engine: {g_ab.error or g_ba.error}"))
+                    out.append(PairScore.failed(ErrorKind.ENGINE, str(g_ab.error or g_ba.error)))
                     continue
                 t_ab, t_ba = g_ab.completions[0].text, g_ba.completions[0].text
                 v_ab, v_ba = parse_verdict(fmt, t_ab), parse_verdict(fmt, t_ba)
@@ -140,12 +146,9 @@ class Judge:
                 else None
             )
             if p_ab is None or p_ba is None:
-                out.append(PairScore(None, None, None, False, None, "engine: judge call failed", raw))
+                out.append(PairScore.failed(ErrorKind.ENGINE, "judge call failed", raw))
                 continue
-            score = pair_score(p_ab, p_ba, self.tokens)
-            out.append(
-                PairScore(score.p_a_ab, score.p_a_ba, score.score_a, score.consistent, score.margin, score.error, raw)
-            )
+            out.append(replace(pair_score(p_ab, p_ba, self.tokens), raw=raw))
         return out
 
 

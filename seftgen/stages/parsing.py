@@ -1,7 +1,7 @@
 """Strict parsers for model replies, on top of each template's declared `output` format.
 
-A reply that does not follow the format yields an error string (kept with the raw text in the
-row), never an exception and never a silent drop.
+A reply that does not follow the format yields an error text (the row's `reason`, of kind
+`parse`, kept with the raw reply), never an exception and never a silent drop.
 """
 
 from __future__ import annotations

@@ -11,20 +11,30 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from seftgen.choices import ErrorKind, Stage
 from seftgen.engines import EngineSpec
 from seftgen.engines.base import Engine, Generation, SamplingConfig
 from seftgen.errors import UserError
 from seftgen.formats import OutputFormat
 from seftgen.io.schema import REVISIONS
-from seftgen.io.store import RunStore, Shard, read_run
-from seftgen.stages.common import StageResult, constrained, ensure_engine, finish, provenance, reason_counts
+from seftgen.io.store import RunStore, Shard, scan_run
+from seftgen.stages.common import (
+    StageResult,
+    constrained,
+    ensure_engine,
+    finish,
+    mean_of,
+    provenance,
+    reason_counts,
+    rejection,
+    value_counts,
+)
 from seftgen.stages.parsing import parse_critic, parse_reviser, parse_score
 from seftgen.stages.runner import downstream_config, iter_run_rows, run_batches, source_info
 from seftgen.templates import PromptTemplate, instruction_text, load_template
@@ -61,11 +71,11 @@ def _open(
     resume: bool,
     constrain: bool,
 ) -> _Setup:
-    source = source_info(samples, "samples")
+    source = source_info(samples, "samples", out)
     engine = ensure_engine(engine)
     params = constrained(params, template, engine, constrain)
     config = downstream_config(source, engine, template, params.as_dict(), method=method, **extra)
-    store = RunStore.open(out, REVISIONS, "revise", config, shard=shard, resume=resume)
+    store = RunStore.open(out, REVISIONS, Stage.REVISE, config, shard=shard, resume=resume)
     todo = (
         r
         for r in iter_run_rows(samples, shard, SAMPLE_COLUMNS)
@@ -134,8 +144,7 @@ def revise_seft(
                     "revised": reply.revised,
                     "label": reply.label,
                     "similarity": similarity(sample["response"], reply.revised),
-                    "kept": reply.error is None,
-                    "reason": reply.error,
+                    **rejection(ErrorKind.PARSE, reply.error),
                     "raw": raw,
                     "prompt_tokens": gen.prompt_tokens,
                     "completion_tokens": gen.completions[0].completion_tokens,
@@ -146,7 +155,7 @@ def revise_seft(
     result = run_batches(
         s.store, s.todo, process, engine=s.engine, batch_size=batch_size, total=s.total, label="revise (SEFT)"
     )
-    return finish(s.store, result, revision_summary(read_run(out)))
+    return finish(s.store, result, revision_summary(scan_run(out)))
 
 
 def revise_srt(
@@ -171,6 +180,7 @@ def revise_srt(
     scorer = load_template(score_template)
     fmt, score_fmt = _need_format(tpl), _need_format(scorer)
     feedback_fields = [str(f) for f in tpl.get("feedback_fields", [f.name for f in fmt.fields[:-1]])]
+    source_info(samples, "samples", out)  # the input checks, before the critic's model loads
     critic = ensure_engine(critic)
     params = SamplingConfig(temperature=float(tpl.get("temperature", 0.0)), max_tokens=max_tokens)
     score_params = constrained(
@@ -227,12 +237,12 @@ def revise_srt(
             raw = gen.completions[0].text
             original_score = parse_score(score_fmt, pair[0].completions[0].text) if pair else None
             revised_score = parse_score(score_fmt, pair[1].completions[0].text) if pair else None
-            reason = reply.error
+            kind, reason = ErrorKind.PARSE, reply.error
             if reason is None:
                 if original_score is None or revised_score is None:
-                    reason = "parse: no 'Overall Score: [[N]]' in a scoring reply"
+                    reason = "no 'Overall Score: [[N]]' in a scoring reply"
                 elif revised_score < original_score:
-                    reason = f"filter: refinement scored {revised_score} < original {original_score}"
+                    kind, reason = ErrorKind.FILTER, f"refinement scored {revised_score} < original {original_score}"
             rows.append(
                 {
                     **_base_row(sample, "srt", prov),
@@ -242,8 +252,7 @@ def revise_srt(
                     "original_score": original_score,
                     "revised_score": revised_score,
                     "similarity": similarity(sample["response"], reply.refinement),
-                    "kept": reason is None,
-                    "reason": reason,
+                    **rejection(kind, reason),
                     "raw": json.dumps(
                         {
                             "critic": raw,
@@ -261,7 +270,7 @@ def revise_srt(
     result = run_batches(
         s.store, s.todo, process, engine=s.engine, batch_size=batch_size, total=s.total, label="revise (SRT)"
     )
-    return finish(s.store, result, revision_summary(read_run(out)))
+    return finish(s.store, result, revision_summary(scan_run(out)))
 
 
 def _need_format(template: PromptTemplate) -> OutputFormat:
@@ -270,23 +279,19 @@ def _need_format(template: PromptTemplate) -> OutputFormat:
     return template.output
 
 
-def revision_summary(df: pl.DataFrame) -> dict[str, Any]:
-    """Counts for the manifest and the dataset card: kept, labels, why rows were not kept."""
-    if df.is_empty():
+def revision_summary(rows: pl.LazyFrame) -> dict[str, Any]:
+    """Counts for the manifest and the dataset card: kept, labels, why rows were not kept.
+    Computed on a lazy scan, so memory stays flat however large the run."""
+    counts = rows.select(pl.len().alias("rows"), pl.col("kept").sum().alias("kept")).collect().row(0, named=True)
+    if not counts["rows"]:
         return {"rows": 0}
     summary: dict[str, Any] = {
-        "rows": df.height,
-        "kept": int(df["kept"].sum()),
-        "not_kept_by_reason": reason_counts(df["reason"]),
+        "rows": counts["rows"],
+        "kept": int(counts["kept"]),
+        "not_kept_by_reason": reason_counts(rows),
     }
-    labels = df["label"].drop_nulls()
-    if labels.len():
-        summary["labels"] = dict(Counter(labels.to_list()).most_common())
-    sims = df["similarity"].drop_nulls()
-    if sims.len():
-        summary["mean_similarity"] = round(float(sims.mean()), 4)
-    for col in ("original_score", "revised_score"):
-        values = df[col].drop_nulls()
-        if values.len():
-            summary[f"mean_{col}"] = round(float(values.mean()), 3)
+    if labels := value_counts(rows, "label"):
+        summary["labels"] = labels
+    summary |= mean_of(rows, ["similarity"])
+    summary |= mean_of(rows, ["original_score", "revised_score"], digits=3)
     return summary

@@ -23,12 +23,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from seftgen.engines import EngineSpec, cached_engines, release_engines
 from seftgen.engines.base import SamplingConfig
 from seftgen.errors import UserError
 from seftgen.export.axolotl import ExportResult, export_axolotl
-from seftgen.io.store import load_manifest, read_run, write_json_atomic
-from seftgen.recipes import ModelRef, Recipe, TrainStep, engine_for, prompt_columns, round_shard, sampling_of
+from seftgen.io.store import load_manifest, scan_run, write_json_atomic
+from seftgen.recipes import (
+    ModelRef,
+    Recipe,
+    RoundStage,
+    TrainStep,
+    engine_for,
+    prompt_columns,
+    round_shard,
+    sampling_of,
+)
 from seftgen.stages.build_data import build_jsft_data, build_reviser_data
 from seftgen.stages.common import StageResult
 from seftgen.stages.judge import best_of, judge_pairs
@@ -38,7 +49,6 @@ from seftgen.training.env import Axolotl, find_axolotl
 from seftgen.training.run import TrainResult, train
 
 PLAN = "round.json"
-PREFERENCE_DATA = ("reviser_data", "jsft_data")
 Notify = Callable[[str], None]
 StepProgress = Callable[[str, int, int, float | None], None]
 
@@ -48,7 +58,7 @@ class RoundResult:
     round: int
     policy: str
     dir: Path
-    stages: dict[str, StageResult] = field(default_factory=dict)
+    stages: dict[RoundStage, StageResult] = field(default_factory=dict)
     exports: list[ExportResult] = field(default_factory=list)
     trained: dict[str, TrainResult] = field(default_factory=dict)
     models: dict[str, str] = field(default_factory=dict)  # training step -> its model
@@ -156,7 +166,7 @@ def run_round(
         raise UserError(
             "--train needs axolotl", hint="make install-train (.venv-train), --axolotl PATH or $SEFTGEN_AXOLOTL"
         )
-    outputs: dict[str, Path] = {}
+    outputs: dict[RoundStage, Path] = {}
     previous = _plan(workdir, round_k - 1) if round_k > 1 else {}
     _check_steps(recipe)
     callers_engines = cached_engines()  # not ours to close
@@ -234,28 +244,25 @@ def run_round(
         return engine_for(recipe, ref.model_copy(update={"model": model}), policy)
 
     # 1. Data from preference records, and the steps that train on it alone.
-    if recipe.reviser_data or recipe.jsft_data:
-        if not recipe.preferences:
-            raise UserError("the recipe builds reviser/JSFT data but names no 'preferences'", field="preferences")
-        prefs = recipe.resolve(recipe.preferences)
-        if recipe.reviser_data:
-            result.stages["reviser_data"] = timed(
-                "reviser_data", lambda: build_reviser_data(prefs, rdir / "reviser-data")
-            )
-            outputs["reviser_data"] = rdir / "reviser-data"
-        if recipe.jsft_data:
-            result.stages["jsft_data"] = timed("jsft_data", lambda: build_jsft_data(prefs, rdir / "jsft-data"))
-            outputs["jsft_data"] = rdir / "jsft-data"
-    early = [s for s in recipe.train if s.data in PREFERENCE_DATA]
-    late = [s for s in recipe.train if s.data not in PREFERENCE_DATA]
+    builders = {RoundStage.REVISER_DATA: build_reviser_data, RoundStage.JSFT_DATA: build_jsft_data}
+    wanted = [name for name in builders if getattr(recipe, name)]
+    if wanted and not recipe.preferences:
+        raise UserError("the recipe builds reviser/JSFT data but names no 'preferences'", field="preferences")
+    prefs = recipe.resolve(str(recipe.preferences))
+    for name in wanted:
+        out = rdir / name.folder
+        result.stages[name] = timed(name, lambda build=builders[name], out=out: build(prefs, out))
+        outputs[name] = out
+    early = [s for s in recipe.train if s.data.from_preferences]
+    late = [s for s in recipe.train if not s.data.from_preferences]
     for step in early:
         run_step(step)
 
     # 2. The policy samples.
     say(f"round {round_k}: sampling with {policy}")
-    samples = rdir / "samples"
-    result.stages["sample"] = timed(
-        "sample",
+    samples = rdir / RoundStage.SAMPLE.folder
+    result.stages[RoundStage.SAMPLE] = timed(
+        RoundStage.SAMPLE,
         lambda: sample(
             recipe.resolve(recipe.prompts.source),
             samples,
@@ -267,78 +274,15 @@ def run_round(
             shard=round_shard(recipe.prompts, round_k),
         ),
     )
-    outputs["sample"] = samples
+    outputs[RoundStage.SAMPLE] = samples
 
-    # 3. Model stages.
-    stages: list[tuple[str, ModelRef, Callable[[EngineSpec, Path], StageResult], str]] = []
-    if recipe.revise:
-        r = recipe.revise
-        params = SamplingConfig(temperature=0.0, max_tokens=r.max_tokens)
-        stages.append(
-            (
-                "revise",
-                r.reviser,
-                lambda spec, out: revise_seft(
-                    samples, out, spec, template=r.template, params=params, constrain=r.constrain
-                ),
-                "revised",
-            )
-        )
-    if recipe.critique:
-        c = recipe.critique
-        stages.append(
-            (
-                "critique",
-                c.critic,
-                lambda spec, out: revise_srt(
-                    samples,
-                    out,
-                    spec,
-                    template=c.template,
-                    score_template=c.score_template,
-                    max_tokens=c.max_tokens,
-                    constrain=c.constrain,
-                ),
-                "refined",
-            )
-        )
-    if recipe.judge:
-        j = recipe.judge
-        stages.append(
-            (
-                "judge",
-                j.judge,
-                lambda spec, out: judge_pairs(
-                    samples,
-                    out,
-                    spec,
-                    template=j.template,
-                    verdict=j.verdict,
-                    min_margin=j.min_margin,
-                    require_consistent=j.require_consistent,
-                    constrain=j.constrain,
-                ),
-                "pairs",
-            )
-        )
-    if recipe.best_of:
-        b = recipe.best_of
-        stages.append(
-            (
-                "best_of",
-                b.judge,
-                lambda spec, out: best_of(
-                    samples, out, spec, template=b.template, verdict=b.verdict, constrain=b.constrain
-                ),
-                "best-of",
-            )
-        )
-    for name, ref, run, folder in stages:
+    # 3. Model stages, in the recipe's order: each with its model and its run function.
+    for name, ref, run in _model_stages(recipe, samples):
         spec = stage_model(ref, name)
         if spec is None:
             break
         say(f"round {round_k}: {name} with {spec.model}")
-        outputs[name] = rdir / folder
+        outputs[name] = rdir / name.folder
         result.stages[name] = timed(name, lambda run=run, spec=spec, out=outputs[name]: run(spec, out))
 
     # 4. The remaining training steps.
@@ -356,6 +300,69 @@ def run_round(
     return result
 
 
+ModelStage = tuple[RoundStage, ModelRef, Callable[[EngineSpec, Path], StageResult]]
+
+
+def _model_stages(recipe: Recipe, samples: Path) -> list[ModelStage]:
+    """The recipe's model stages: which model each uses, and how it runs on the round's samples."""
+    stages: list[ModelStage] = []
+    if r := recipe.revise:
+        params = SamplingConfig(temperature=0.0, max_tokens=r.max_tokens)
+        stages.append(
+            (
+                RoundStage.REVISE,
+                r.reviser,
+                lambda spec, out: revise_seft(
+                    samples, out, spec, template=r.template, params=params, constrain=r.constrain
+                ),
+            )
+        )
+    if c := recipe.critique:
+        stages.append(
+            (
+                RoundStage.CRITIQUE,
+                c.critic,
+                lambda spec, out: revise_srt(
+                    samples,
+                    out,
+                    spec,
+                    template=c.template,
+                    score_template=c.score_template,
+                    max_tokens=c.max_tokens,
+                    constrain=c.constrain,
+                ),
+            )
+        )
+    if j := recipe.judge:
+        stages.append(
+            (
+                RoundStage.JUDGE,
+                j.judge,
+                lambda spec, out: judge_pairs(
+                    samples,
+                    out,
+                    spec,
+                    template=j.template,
+                    verdict=j.verdict,
+                    min_margin=j.min_margin,
+                    require_consistent=j.require_consistent,
+                    constrain=j.constrain,
+                ),
+            )
+        )
+    if b := recipe.best_of:
+        stages.append(
+            (
+                RoundStage.BEST_OF,
+                b.judge,
+                lambda spec, out: best_of(
+                    samples, out, spec, template=b.template, verdict=b.verdict, constrain=b.constrain
+                ),
+            )
+        )
+    return stages
+
+
 def _check_steps(recipe: Recipe) -> None:
     names = [s.name for s in recipe.train]
     for step in recipe.train:
@@ -371,20 +378,23 @@ def _default_launcher() -> str | None:
 
 
 def _has_trainable_rows(run_dir: Path) -> bool:
-    df = read_run(run_dir)
-    return df.height > 0 and ("kept" not in df.columns or bool(df["kept"].any()))
+    rows = scan_run(run_dir)
+    if "kept" in rows.collect_schema().names():
+        rows = rows.filter(pl.col("kept"))
+    return rows.head(1).collect().height > 0
 
 
-def _plan_of(recipe: Recipe, result: RoundResult, outputs: dict[str, Path]) -> dict[str, Any]:
+def _plan_of(recipe: Recipe, result: RoundResult, outputs: dict[RoundStage, Path]) -> dict[str, Any]:
     stages = {}
     for name, path in outputs.items():
         manifest = load_manifest(path)
         stages[name] = {
             "path": str(path),
-            "run_id": manifest["run_id"],
-            "rows": manifest["rows"],
-            "model": manifest["config"].get("model"),
-            "summary": manifest.get("summary", {}),
+            "run_id": manifest.run_id,
+            "rows": manifest.rows,
+            "status": manifest.status,
+            "model": manifest.config.get("model"),
+            "summary": manifest.summary,
         }
     return {
         "recipe": recipe.method,

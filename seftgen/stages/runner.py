@@ -15,7 +15,8 @@ import polars as pl
 
 from seftgen.console import stage_progress
 from seftgen.engines.base import Engine
-from seftgen.io.store import RunStore, Shard, load_manifest, part_files
+from seftgen.errors import UserError
+from seftgen.io.store import RunStore, Shard, check_out_dir, load_manifest, part_files
 from seftgen.stages.common import StageResult, chunked
 from seftgen.templates import PromptTemplate
 
@@ -36,7 +37,7 @@ def run_batches(
     tokens_of: Callable[[dict[str, Any]], int] = lambda row: row.get("completion_tokens") or 0,
 ) -> StageResult:
     result = StageResult(store.root, resumed=len(store.done))
-    with stage_progress(label, total) as bar:
+    with store, stage_progress(label, total) as bar:
         for batch in chunked(items, batch_size):
             rows, failures = process(batch)
             result.written += store.write(rows)
@@ -72,18 +73,18 @@ def iter_prompt_groups(run_dir: str | Path, shard: Shard = Shard()) -> Iterator[
         yield group
 
 
-def source_info(run_dir: str | Path, table: str) -> dict[str, Any]:
-    """What a downstream stage records about its input run (and checks: right table, finished)."""
-    from seftgen.errors import UserError
-
-    manifest = load_manifest(run_dir)
-    if manifest["table"] != table:
-        raise UserError(f"expected a '{table}' run, this folder holds '{manifest['table']}'", file=run_dir)
+def source_info(run_dir: str | Path, table: str, out: str | Path) -> dict[str, Any]:
+    """What a downstream stage records about its input run, checked before any model loads: the
+    right table, not empty, and an output path that can be a run folder."""
+    manifest = load_manifest(run_dir, table)
+    if not manifest.rows:
+        raise UserError(f"the {table} run holds no rows", file=run_dir)
+    check_out_dir(Path(out))
     return {
         "path": str(Path(run_dir).resolve()),
-        "run_id": manifest["run_id"],
-        "rows": manifest["rows"],
-        "status": manifest["status"],
+        "run_id": manifest.run_id,
+        "rows": manifest.rows,
+        "status": manifest.status,
     }
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from seftgen.choices import Stage
 from seftgen.engines import EngineSpec
 from seftgen.engines.base import Engine, SamplingConfig
+from seftgen.errors import UserError
 from seftgen.io.readers import Prompt, PromptColumns, iter_prompts
 from seftgen.io.schema import SAMPLES
-from seftgen.io.store import RunStore, Shard
+from seftgen.io.store import RunStore, Shard, check_out_dir
 from seftgen.provenance import shard_of
 from seftgen.stages.common import StageResult, chat_template_hash, ensure_engine, finish, provenance
 from seftgen.stages.runner import run_batches
@@ -33,7 +35,13 @@ def sample(
     batch becomes one atomically written part file, so an interrupted run loses at most the batch
     in flight, and a rerun (resume) skips every finished prompt.
     """
-    wanted = sum(1 for p in iter_prompts(source, columns, limit) if shard_of(p.prompt_id, shard.count) == shard.index)
+    check_out_dir(Path(out))
+    total = wanted = 0
+    for p in iter_prompts(source, columns, limit):
+        total += 1
+        wanted += shard_of(p.prompt_id, shard.count) == shard.index
+    if not total:
+        raise UserError("no prompts in the input", file=source)
     engine = ensure_engine(engine)
     chat_hash = chat_template_hash(engine)
     config = {
@@ -46,7 +54,7 @@ def sample(
         "params": params.as_dict(),
         "seed": engine.seed,
     }
-    store = RunStore.open(out, SAMPLES, "sample", config, shard=shard, resume=resume)
+    store = RunStore.open(out, SAMPLES, Stage.SAMPLE, config, shard=shard, resume=resume)
     params_json = params.to_json()
 
     def process(batch: list[Prompt]) -> tuple[list[dict], list[dict]]:

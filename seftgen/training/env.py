@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from seftgen.errors import UserError
+from seftgen.watchdog import ensure_watchdog
 
 ENV_VAR = "SEFTGEN_AXOLOTL"
 TRAIN_VENV = ".venv-train"
@@ -28,10 +29,6 @@ _MARK = "@@seftgen-result@@"
 class Axolotl:
     executable: Path  # the `axolotl` console script
     python: Path  # the interpreter of its environment
-
-    @property
-    def bin_dir(self) -> Path:
-        return self.executable.parent
 
 
 def _interpreter(script: Path) -> Path:
@@ -73,6 +70,7 @@ def axolotl_env() -> dict[str, str]:
 def run_python(axolotl: Axolotl, code: str, payload: Any, timeout: float = 900) -> Any:
     """Run `code` in axolotl's interpreter with `payload` as JSON on stdin; it prints its result
     as JSON after a marker line (axolotl prints on import, so stdout is not ours alone)."""
+    ensure_watchdog()
     proc = subprocess.run(
         [str(axolotl.python), "-c", code],
         input=json.dumps(payload),

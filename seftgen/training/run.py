@@ -21,8 +21,10 @@ from typing import Any
 import yaml
 
 from seftgen.errors import UserError
+from seftgen.io.manifest import write_json_atomic
 from seftgen.provenance import stable_hash
 from seftgen.training.env import Axolotl, axolotl_env
+from seftgen.watchdog import ensure_watchdog
 
 DONE = ".seftgen-trained.json"
 # The trainer's own bar has no description ("  50%|█████     | 2/4 [00:06<00:06, 3.07s/it]"); the
@@ -88,6 +90,7 @@ def _run(cmd: list[str], log: Path, on_output: Callable[[str], None] | None) -> 
     with log.open("ab") as out:
         out.write(f"\n$ {' '.join(cmd)}\n".encode())
         out.flush()
+        ensure_watchdog()  # axolotl (and its dataloader workers) end with us, even on SIGKILL
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=axolotl_env())
         try:
             while proc.poll() is None:
@@ -146,5 +149,5 @@ def train(
     result.seconds = time.monotonic() - start
     if not (model / "config.json").is_file():
         raise TrainingFailed(f"training finished but no model is in {model}; see {log}")
-    done.write_text(json.dumps({"config_hash": key, "result": result.as_dict() | {"skipped": False}}, indent=2))
+    write_json_atomic(done, {"config_hash": key, "result": result.as_dict() | {"skipped": False}})
     return result

@@ -1,0 +1,195 @@
+"""`manifest.json`: what a run folder holds, how it was made, and how its attempts ended.
+
+One type, read and written only here: stages, export, release and the round read its fields,
+never string keys of a raw dict. `RUN_KINDS` is the one registry of what each kind of run folder
+is (stage, table, method, release config, axolotl variants); export and release both use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from seftgen import __version__
+from seftgen.choices import RunStatus, Stage, TrainKind
+from seftgen.errors import UserError
+from seftgen.io.files import read_mapping
+from seftgen.provenance import new_run_id, utc_now
+
+MANIFEST = "manifest.json"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name in the same folder, then rename: readers (and a rerun after a
+    kill) see the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+@dataclass
+class Attempt:
+    """One invocation of the stage on this folder. Counters are the attempt's own; the manifest's
+    `totals` add them up over every attempt."""
+
+    started_at: str
+    resumed_rows: int = 0
+    pid: int = field(default_factory=os.getpid)
+    finished_at: str | None = None
+    status: RunStatus = RunStatus.RUNNING
+    error: str | None = None  # why an interrupted attempt stopped
+    totals: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    table: str
+    stage: Stage
+    config: dict[str, Any]
+    config_hash: str
+    shard: dict[str, int] = field(default_factory=lambda: {"index": 0, "count": 1})
+    run_id: str = field(default_factory=new_run_id)
+    created_at: str = field(default_factory=lambda: utc_now().isoformat())
+    updated_at: str | None = None
+    seftgen_version: str = __version__
+    status: RunStatus = RunStatus.RUNNING
+    rows: int = 0
+    attempts: list[Attempt] = field(default_factory=list)
+    totals: dict[str, float] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    merged_from: list[dict[str, Any]] | None = None
+
+    @property
+    def method(self) -> str | None:
+        """The revise method (`seft` / `srt`) recorded in the config; None for other stages."""
+        return self.config.get("method")
+
+    @property
+    def kind(self) -> RunKind:
+        return run_kind(self)
+
+    def add_totals(self, totals: dict[str, float]) -> None:
+        for key, value in totals.items():
+            self.totals[key] = self.totals.get(key, 0) + value
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.merged_from is None:
+            data.pop("merged_from")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Path) -> Manifest:
+        known = {f.name for f in fields(cls)}
+        try:
+            values = {k: v for k, v in data.items() if k in known}
+            values["stage"] = Stage(values["stage"])
+            values["status"] = RunStatus(values.get("status", RunStatus.RUNNING))
+            values["attempts"] = [_attempt(a) for a in values.get("attempts", [])]
+            return cls(**values)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"manifest.json is not a seftgen manifest ({exc})", file=path) from exc
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Manifest:
+        path = Path(run_dir) / MANIFEST
+        if not path.is_file():
+            raise UserError("not a seftgen run folder (no manifest.json)", file=run_dir)
+        return cls.from_dict(read_mapping(path, "manifest.json"), path)
+
+    def save(self, run_dir: str | Path) -> None:
+        self.updated_at = utc_now().isoformat()
+        write_json_atomic(Path(run_dir) / MANIFEST, self.to_dict())
+
+
+# What each manifest field means (`seftgen schema` prints it; a test keeps it equal to the fields).
+MANIFEST_DOCS: dict[str, str] = {
+    "table": "Table the parts hold (`samples`, `revisions`, `pairs`, `best_of`, `sft`).",
+    "stage": "Stage that wrote the run: " + ", ".join(f"`{s}`" for s in Stage) + ".",
+    "config": "The stage's settings (input run, model, engine, template and hash, parameters, seed).",
+    "config_hash": "Hash of `config`; a resume with other settings is refused.",
+    "shard": "`{index, count}` of `--shard i/N`.",
+    "run_id": "Id of the run, in every row's `run_id`.",
+    "created_at": "When the run folder was created (UTC).",
+    "updated_at": "Last write of the manifest (UTC).",
+    "seftgen_version": "seftgen version that created the run.",
+    "status": "Run state: " + ", ".join(f"`{s}`" for s in RunStatus) + ".",
+    "rows": "Rows written so far.",
+    "attempts": "One entry per invocation: started_at, resumed_rows, pid, finished_at, status, error, totals.",
+    "totals": "Counters over every attempt: requests, retries, failures, prompt/completion tokens, cost_usd.",
+    "summary": "The stage's summary (kept, labels, reasons rows were not kept, scores, consistency).",
+    "failures": "Rows that failed on the engine side in the last attempt (not written; a rerun retries them).",
+    "merged_from": "`seftgen merge` only: the shard runs joined (path, run_id, shard, rows).",
+}
+
+
+def manifest_markdown() -> str:
+    lines = [
+        f"#### `{MANIFEST}`: what a run folder holds, how it was made, how its attempts ended.\n",
+        "| field | meaning |\n|---|---|",
+    ]
+    lines += [f"| `{name}` | {doc} |" for name, doc in MANIFEST_DOCS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _attempt(data: dict[str, Any]) -> Attempt:
+    known = {f.name for f in fields(Attempt)}
+    values = {k: v for k, v in data.items() if k in known}
+    values["status"] = RunStatus(values.get("status", RunStatus.RUNNING))
+    return Attempt(**values)
+
+
+@dataclass(frozen=True)
+class RunKind:
+    """What a kind of run folder is, for everything downstream of the stage that wrote it."""
+
+    name: str  # the release config name (data/<name>/ on the Hub)
+    stage: Stage
+    table: str
+    method: str | None  # the paper method whose data this is (dataset card)
+    variants: dict[TrainKind, str]  # axolotl export variant per training kind
+    revise_method: str | None = None  # revise runs: `seft` or `srt` (the config's `method`)
+
+
+RUN_KINDS: tuple[RunKind, ...] = (
+    RunKind("samples", Stage.SAMPLE, "samples", None, {}),
+    RunKind(
+        "revisions_seft",
+        Stage.REVISE,
+        "revisions",
+        "SEFT",
+        {TrainKind.SFT: "seft-policy", TrainKind.DPO: "seft-dpo"},
+        "seft",
+    ),
+    RunKind(
+        "revisions_srt",
+        Stage.REVISE,
+        "revisions",
+        "SRT",
+        {TrainKind.SFT: "srt-stage1", TrainKind.DPO: "srt-stage2"},
+        "srt",
+    ),
+    RunKind("pairs", Stage.JUDGE, "pairs", "SELF-JUDGE", {TrainKind.DPO: "self-judge-dpo"}),
+    RunKind("best_of", Stage.BEST_OF, "best_of", "SELF-JUDGE", {TrainKind.SFT: "best-of"}),
+    RunKind("reviser_sft", Stage.BUILD_REVISER_DATA, "sft", "SEFT", {TrainKind.SFT: "seft-reviser"}),
+    RunKind("jsft", Stage.BUILD_JSFT_DATA, "sft", "SELF-JUDGE", {TrainKind.SFT: "jsft"}),
+)
+
+
+def run_kind(manifest: Manifest) -> RunKind:
+    for kind in RUN_KINDS:
+        if kind.stage == manifest.stage and kind.revise_method in (None, manifest.method):
+            return kind
+    raise UserError(f"unknown kind of run: stage '{manifest.stage}', method {manifest.method!r}")
