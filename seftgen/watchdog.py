@@ -46,12 +46,12 @@ def ensure_watchdog() -> None:
     _started_for.add(pid)
 
 
-def _start_time(pid: int) -> str | None:
+def process_start(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot), which tells a reused pid apart."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
         return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
 
 
 def _children(pid: int) -> list[int]:
@@ -72,14 +72,14 @@ def _descendants(roots: list[int], skip: int) -> dict[int, str]:
     todo = list(roots)
     while todo:
         for child in _children(todo.pop()):
-            if child != skip and child not in found and (start := _start_time(child)) is not None:
+            if child != skip and child not in found and (start := process_start(child)) is not None:
                 found[child] = start
                 todo.append(child)
     return found
 
 
 def _alive(tree: dict[int, str]) -> dict[int, str]:
-    return {pid: start for pid, start in tree.items() if _start_time(pid) == start}
+    return {pid: start for pid, start in tree.items() if process_start(pid) == start}
 
 
 def _signal(tree: dict[int, str], sig: int) -> None:

@@ -128,9 +128,14 @@ def test_kill_anywhere_local_engine(engine, six_prompts: Path, tmp_path: Path) -
         reference, run = tmp_path / f"{name}-reference", tmp_path / name
         assert run_cli(*argv(reference, six_prompts)) == 0
         for sig in signals:
-            kill_at_random_point(argv(run, six_prompts) + SMALL_ENGINE, run, rng, tmp_path / f"{name}.log", sig)
+            # SIGTERM after the attempt opened, so there is an attempt to close.
+            startup = sig == signal.SIGKILL
+            kill_at_random_point(
+                argv(run, six_prompts) + SMALL_ENGINE, run, rng, tmp_path / f"{name}.log", sig, startup=startup
+            )
+            manifest = load_manifest(run)  # read as it is: nobody runs it any more
+            assert manifest.status == RunStatus.INTERRUPTED, manifest
             if sig == signal.SIGTERM:  # a signal it could answer: the attempt is closed as interrupted
-                manifest = load_manifest(run)
                 assert manifest.status == RunStatus.INTERRUPTED == manifest.attempts[-1].status
                 assert manifest.attempts[-1].finished_at is not None
         assert run_cli(*argv(run, six_prompts)) == 0  # the rerun, on the session engine

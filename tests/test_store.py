@@ -101,3 +101,14 @@ def test_manifest_and_output_path_mistakes_are_one_line_errors(tmp_path: Path) -
         RunStore.open(afile, PAIRS, "judge", {})
     with pytest.raises(UserError, match="is a file"):
         RunStore.open(afile / "below", PAIRS, "judge", {})
+
+
+def test_a_running_attempt_whose_process_is_gone_reads_as_interrupted(tmp_path: Path) -> None:
+    run = tmp_path / "p"
+    RunStore.open(run, PAIRS, "judge", {})
+    data = json.loads((run / "manifest.json").read_text())
+    data["attempts"][0]["pid_start"] = "0"  # as if the recorded process had ended and its pid was reused
+    (run / "manifest.json").write_text(json.dumps(data))
+    manifest = load_manifest(run)
+    assert manifest.status == RunStatus.INTERRUPTED == manifest.attempts[0].status
+    assert "killed" in manifest.attempts[0].error

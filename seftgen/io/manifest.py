@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from seftgen.choices import RunStatus, Stage, TrainKind
 from seftgen.errors import UserError
 from seftgen.io.files import read_mapping
 from seftgen.provenance import new_run_id, utc_now
+from seftgen.watchdog import process_start
 
 MANIFEST = "manifest.json"
 
@@ -46,10 +48,24 @@ class Attempt:
     started_at: str
     resumed_rows: int = 0
     pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
+    pid_start: str | None = field(default_factory=lambda: process_start(os.getpid()))
     finished_at: str | None = None
     status: RunStatus = RunStatus.RUNNING
     error: str | None = None  # why an interrupted attempt stopped
     totals: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def abandoned(self) -> bool:
+        """Still `running`, but its process is gone (SIGKILL, a crash, a lost machine we can see)."""
+        if self.status != RunStatus.RUNNING or self.host != socket.gethostname():
+            return False
+        return process_start(self.pid) != self.pid_start
+
+    def close_abandoned(self) -> None:
+        if self.abandoned:
+            self.status = RunStatus.INTERRUPTED
+            self.error = self.error or "its process was killed (no chance to close the attempt)"
 
 
 @dataclass
@@ -98,9 +114,19 @@ class Manifest:
             values["stage"] = Stage(values["stage"])
             values["status"] = RunStatus(values.get("status", RunStatus.RUNNING))
             values["attempts"] = [_attempt(a) for a in values.get("attempts", [])]
-            return cls(**values)
+            manifest = cls(**values)
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"manifest.json is not a seftgen manifest ({exc})", file=path) from exc
+        # Read as it is, not as it was left: a run whose process is gone is not running.
+        for attempt in manifest.attempts:
+            attempt.close_abandoned()
+        if (
+            manifest.status == RunStatus.RUNNING
+            and manifest.attempts
+            and not any(a.status == RunStatus.RUNNING for a in manifest.attempts)
+        ):
+            manifest.status = RunStatus.INTERRUPTED
+        return manifest
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Manifest:
@@ -127,7 +153,8 @@ MANIFEST_DOCS: dict[str, str] = {
     "seftgen_version": "seftgen version that created the run.",
     "status": "Run state: " + ", ".join(f"`{s}`" for s in RunStatus) + ".",
     "rows": "Rows written so far.",
-    "attempts": "One entry per invocation: started_at, resumed_rows, pid, finished_at, status, error, totals.",
+    "attempts": "One entry per invocation: started_at, resumed_rows, pid, host, pid_start, finished_at, status, "
+    "error, totals. An attempt left `running` by a process that is gone reads as `interrupted`.",
     "totals": "Counters over every attempt: requests, retries, failures, prompt/completion tokens, cost_usd.",
     "summary": "The stage's summary (kept, labels, reasons rows were not kept, scores, consistency).",
     "failures": "Rows that failed on the engine side in the last attempt (not written; a rerun retries them).",

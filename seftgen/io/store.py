@@ -133,8 +133,8 @@ class RunStore:
                     file=root,
                     hint="use the same settings, or another --out",
                 )
-            for attempt in manifest.attempts:
-                if attempt.status == RunStatus.RUNNING:  # its process was killed without a chance to say so
+            for attempt in manifest.attempts:  # a live one elsewhere (another host) we cannot check
+                if attempt.status == RunStatus.RUNNING:
                     attempt.status = RunStatus.INTERRUPTED
                     attempt.error = attempt.error or "never closed (killed)"
         else:
