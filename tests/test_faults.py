@@ -30,6 +30,8 @@ from seftgen.watchdog import _alive, _descendants
 
 pytestmark = pytest.mark.engine
 SEED = int(os.environ.get("SEFTGEN_KILL_SEED", "20261124"))
+# A soak outside CI: SEFTGEN_SOAK=N repeats every stage's kills N times (CI: once).
+SOAK = int(os.environ.get("SEFTGEN_SOAK", "1"))
 SMALL_ENGINE = ["--memory-share", "0.15"]  # on CPU a share of ALL RAM; the session holds its own
 
 
@@ -127,7 +129,7 @@ def test_kill_anywhere_local_engine(engine, six_prompts: Path, tmp_path: Path) -
     for name, argv, signals in cases:
         reference, run = tmp_path / f"{name}-reference", tmp_path / name
         assert run_cli(*argv(reference, six_prompts)) == 0
-        for sig in signals:
+        for sig in signals * SOAK:
             # SIGTERM after the attempt opened, so there is an attempt to close.
             startup = sig == signal.SIGKILL
             kill_at_random_point(
@@ -144,7 +146,8 @@ def test_kill_anywhere_local_engine(engine, six_prompts: Path, tmp_path: Path) -
 
 @pytest.mark.server
 def test_kill_anywhere_api_critic(server, engine, six_prompts: Path, tmp_path: Path) -> None:
-    """The SRT critic through a real `vllm serve`: killed twice, then finished."""
+    """The SRT critic through a real `vllm serve`: killed (SIGKILL, then Ctrl-C's SIGINT), then
+    finished. The server is not the run's: it must survive, and serve the rerun."""
     rng = random.Random(SEED + 1)
 
     def argv(out: Path) -> list[str]:
@@ -153,7 +156,8 @@ def test_kill_anywhere_api_critic(server, engine, six_prompts: Path, tmp_path: P
 
     reference, run = tmp_path / "reference", tmp_path / "critic"
     assert run_cli(*argv(reference)) == 0
-    for _ in range(2):  # no model to load: kill only after parts
-        kill_at_random_point(argv(run), run, rng, tmp_path / "critic.log", signal.SIGKILL, startup=False)
+    for sig in [signal.SIGKILL, signal.SIGINT] * SOAK:  # Ctrl-C too; no model to load: kill after parts
+        kill_at_random_point(argv(run), run, rng, tmp_path / "critic.log", sig, startup=False)
+        assert load_manifest(run).status == RunStatus.INTERRUPTED
     assert run_cli(*argv(run)) == 0
     check_complete(run, reference)
