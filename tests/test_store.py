@@ -112,3 +112,26 @@ def test_a_running_attempt_whose_process_is_gone_reads_as_interrupted(tmp_path: 
     manifest = load_manifest(run)
     assert manifest.status == RunStatus.INTERRUPTED == manifest.attempts[0].status
     assert "killed" in manifest.attempts[0].error
+
+
+def test_a_run_folder_another_live_process_writes_is_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = tmp_path / "p"
+    code = (
+        "import sys, time\n"
+        "from seftgen.io.schema import PAIRS\n"
+        "from seftgen.io.store import RunStore\n"
+        "RunStore.open(sys.argv[1], PAIRS, 'judge', {}); print('open', flush=True); time.sleep(60)"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        with pytest.raises(UserError, match=f"process {writer.pid} is still writing"):
+            RunStore.open(run, PAIRS, "judge", {})
+    finally:
+        writer.kill()
+        writer.wait()
+    RunStore.open(run, PAIRS, "judge", {}).finish({})  # its writer is gone: the run resumes
+    assert [a.status for a in load_manifest(run).attempts] == [RunStatus.INTERRUPTED, RunStatus.COMPLETE]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,10 +134,18 @@ class RunStore:
                     file=root,
                     hint="use the same settings, or another --out",
                 )
-            for attempt in manifest.attempts:  # a live one elsewhere (another host) we cannot check
-                if attempt.status == RunStatus.RUNNING:
-                    attempt.status = RunStatus.INTERRUPTED
-                    attempt.error = attempt.error or "never closed (killed)"
+            for attempt in manifest.attempts:
+                if attempt.status != RunStatus.RUNNING:
+                    continue
+                if attempt.host == socket.gethostname() and attempt.pid != os.getpid():
+                    raise UserError(
+                        f"process {attempt.pid} is still writing this run folder",
+                        file=root,
+                        hint="wait for it, or stop it (its rows are kept) and rerun",
+                    )
+                # This process's own earlier attempt, or one on another machine we cannot check.
+                attempt.status = RunStatus.INTERRUPTED
+                attempt.error = attempt.error or "never closed (killed)"
         else:
             manifest = Manifest(table.name, stage, config, config_hash, dict(shard.__dict__))
         (root / PARTS).mkdir(parents=True, exist_ok=True)
