@@ -47,8 +47,8 @@ class Attempt:
 
     started_at: str
     resumed_rows: int = 0
-    pid: int = field(default_factory=os.getpid)
-    host: str = field(default_factory=socket.gethostname)
+    pid: int | None = field(default_factory=os.getpid)
+    host: str | None = field(default_factory=socket.gethostname)
     pid_start: str | None = field(default_factory=lambda: process_start(os.getpid()))
     finished_at: str | None = None
     status: RunStatus = RunStatus.RUNNING
@@ -58,7 +58,7 @@ class Attempt:
     @property
     def abandoned(self) -> bool:
         """Still `running`, but its process is gone (SIGKILL, a crash, a lost machine we can see)."""
-        if self.status != RunStatus.RUNNING or self.host != socket.gethostname():
+        if self.status != RunStatus.RUNNING or self.pid is None or self.host != socket.gethostname():
             return False
         return process_start(self.pid) != self.pid_start
 
@@ -175,6 +175,8 @@ def _attempt(data: dict[str, Any]) -> Attempt:
     known = {f.name for f in fields(Attempt)}
     values = {k: v for k, v in data.items() if k in known}
     values["status"] = RunStatus(values.get("status", RunStatus.RUNNING))
+    for unknown in ("pid", "host", "pid_start"):  # an attempt recorded without them: not this process
+        values.setdefault(unknown, None)
     return Attempt(**values)
 
 
