@@ -6,6 +6,7 @@ to answer 429 or 500 on demand, and these tests are about how seftgen reacts to 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -19,7 +20,37 @@ from seftgen.engines.openai_engine import OpenAIEngine
 from seftgen.engines.ratelimit import RateLimiter
 
 
-class FlakyEndpoint(BaseHTTPRequestHandler):
+def chat_reply(prompt_tokens: int = 3, completion_tokens: int = 1) -> bytes:
+    """The body of an OpenAI chat completion answering 'ok', billed as given."""
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+    return json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+            "usage": usage | {"total_tokens": prompt_tokens + completion_tokens},
+        }
+    ).encode()
+
+
+class StandIn(BaseHTTPRequestHandler):
+    """What every loopback stand-in below shares: quiet, and one way to answer."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def answer(self, body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for key, value in {"Content-Type": "application/json", **(headers or {})}.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class FlakyEndpoint(StandIn):
     """STAND-IN: answers the first `fail` requests with `status` (and Retry-After), then succeeds."""
 
     fail: ClassVar[int] = 0
@@ -27,36 +58,16 @@ class FlakyEndpoint(BaseHTTPRequestHandler):
     seen: ClassVar[list[float]] = []
     lock = threading.Lock()
 
-    def log_message(self, *args) -> None:
-        pass
-
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         with self.lock:
             FlakyEndpoint.seen.append(time.monotonic())
             failing = len(FlakyEndpoint.seen) <= FlakyEndpoint.fail
         if failing:
-            body = json.dumps({"error": {"message": "slow down", "type": "rate_limit"}}).encode()
-            self.send_response(self.status)
-            self.send_header("Retry-After", "0.3")
+            error = json.dumps({"error": {"message": "slow down", "type": "rate_limit"}}).encode()
+            self.answer(error, self.status, {"Retry-After": "0.3"})
         else:
-            body = json.dumps(
-                {
-                    "id": "x",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": "m",
-                    "choices": [
-                        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
-                    ],
-                    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-                }
-            ).encode()
-            self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            self.answer(chat_reply())
 
 
 @pytest.fixture
@@ -108,7 +119,7 @@ def test_requests_per_minute_limit() -> None:
     assert asyncio.run(burst()) >= 0.45
 
 
-class CountingEndpoint(BaseHTTPRequestHandler):
+class CountingEndpoint(StandIn):
     """STAND-IN: an instant chat endpoint that records when each request arrived and bills it
     `PROMPT + COMPLETION` tokens. A TPM test needs a server far faster than the limit, which the
     CPU model server is not; what is tested is the client's pacing, not the model."""
@@ -118,29 +129,11 @@ class CountingEndpoint(BaseHTTPRequestHandler):
     arrivals: ClassVar[list[float]] = []
     lock = threading.Lock()
 
-    def log_message(self, *args) -> None:
-        pass
-
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         with self.lock:
             CountingEndpoint.arrivals.append(time.monotonic())
-        usage = {"prompt_tokens": self.PROMPT, "completion_tokens": self.COMPLETION}
-        body = json.dumps(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "m",
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
-                "usage": usage | {"total_tokens": self.PROMPT + self.COMPLETION},
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.answer(chat_reply(self.PROMPT, self.COMPLETION))
 
 
 def test_tokens_per_minute_limit_holds() -> None:
@@ -175,7 +168,7 @@ def test_tokens_per_minute_limit_holds() -> None:
     assert needed * 0.8 <= elapsed <= needed * 1.5 + 1.0, (elapsed, needed)
 
 
-class FaultyEndpoint(BaseHTTPRequestHandler):
+class FaultyEndpoint(StandIn):
     """STAND-IN: a chat endpoint that fails in the ways a real server or proxy can, on demand:
     `garbage` (200 with a body that is not JSON), `cut` (the reply stops mid-body and the
     connection closes), `hang` (no reply within the client's --timeout); `ok` answers."""
@@ -183,36 +176,27 @@ class FaultyEndpoint(BaseHTTPRequestHandler):
     mode: ClassVar[str] = "ok"
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, *args) -> None:
-        pass
-
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = json.dumps(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "m",
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-            }
-        ).encode()
+        body = chat_reply()
         if self.mode == "hang":
             time.sleep(3)
-        if self.mode == "garbage":
+        elif self.mode == "garbage":
             body = b"<html>502 Bad Gateway</html>"
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.mode == "cut":
+        elif self.mode == "cut":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(2)
             return
-        self.wfile.write(body)
+        self.answer(body)
+
+    def finish(self) -> None:  # a cut connection cannot be flushed; that is the point
+        with contextlib.suppress(OSError):
+            super().finish()
 
 
 @pytest.mark.parametrize(
