@@ -52,8 +52,7 @@ lint: $(GEN)
 	$(BIN)/ruff format --check seftgen tests bench
 
 bench: $(GEN) model
-	$(BIN)/python bench/sample_throughput.py
-	$(BIN)/python bench/critic_client.py
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf runs bench/out .pytest_cache

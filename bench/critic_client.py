@@ -2,10 +2,12 @@
 
 The endpoint is a LOAD TARGET, not a model: a minimal OpenAI-compatible HTTP server on loopback
 (aiohttp, in its own process) that answers every chat completion at once with a fixed critic
-reply. Both clients send the same number of requests to it; the ratio is seftgen's overhead
-(rate limiter, retries wrapper, parsing, Parquet parts, manifest) over the bare loop.
+reply. Both clients send the same requests to it (the critic and scoring prompts of each row,
+rendered by the same templates); the ratio is seftgen's overhead (rate limiter, retries wrapper,
+rendering, parsing, filters, Parquet parts, manifest) over the bare loop. The bare loop gets every
+request at once; seftgen works in batches of `--batch-size` rows, critique then scores.
 
-    python bench/critic_client.py [--rows 600 --concurrency 64 --repeats 2]
+    python bench/critic_client.py [--rows 600 --concurrency 64 --batch-size 64 --repeats 5]
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import socket
 import tempfile
 import time
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from report import print_ratio
+from harness import alternate, quiet, result
 
 REPLY = (
     "Weaknesses: the answer is vague.\nOverall Score: [[4]]\nSuggestions: give the number.\n\n"
@@ -59,24 +61,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def bare_loop(base_url: str, requests: int, concurrency: int) -> float:
-    from openai import AsyncOpenAI
+class BareLoop:
+    """The baseline: one AsyncOpenAI client on its own event loop, kept across runs (as seftgen's
+    engine keeps its client), sending `requests` chat completions with `concurrency` in flight."""
 
-    gate = asyncio.Semaphore(concurrency)
-    async with AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0) as client:
+    def __init__(self, base_url: str, concurrency: int) -> None:
+        from openai import AsyncOpenAI
 
-        async def one() -> None:
-            async with gate:
-                await client.chat.completions.create(
-                    model="load-target",
-                    messages=[{"role": "user", "content": "Critique this."}],
-                    temperature=0.0,
-                    max_tokens=1024,
-                )
+        self.loop = asyncio.new_event_loop()
+        self.gate = asyncio.Semaphore(concurrency)
+        self.client = AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
 
-        start = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(requests)))
-        return requests / (time.perf_counter() - start)
+    async def _one(self, messages: list[dict[str, str]]) -> None:
+        async with self.gate:
+            await self.client.chat.completions.create(
+                model="load-target", messages=messages, temperature=0.0, max_tokens=1024
+            )
+
+    def __call__(self, requests: list[list[dict[str, str]]]) -> float:
+        async def everything() -> None:
+            await asyncio.gather(*(self._one(m) for m in requests))
+
+        self.loop.run_until_complete(everything())
+        return len(requests)
+
+
+def same_requests(rows: int) -> list[list[dict[str, str]]]:
+    """The requests the critic stage sends for `rows` samples, rendered by the same templates:
+    a critique per row, then the original and the refinement (the load target's) scored."""
+    from seftgen.stages.parsing import parse_critic
+    from seftgen.templates import load_template
+
+    critic, scorer = load_template("srt_critic"), load_template("srt_score")
+    assert critic.output is not None
+    refinement = parse_critic(critic.output, REPLY, [f.name for f in critic.output.fields[:-1]]).refinement
+    requests = []
+    for i in range(rows):
+        question, answer = f"Question {i}?", "It is hot."
+        requests.append(critic.render("user", instruction=question, response=answer))
+        requests += [scorer.render("user", instruction=question, response=r) for r in (answer, refinement)]
+    return [[{"role": "user", "content": text}] for text in requests]
 
 
 def samples_run(path: Path, rows: int) -> Path:
@@ -112,15 +136,16 @@ def samples_run(path: Path, rows: int) -> Path:
     return path
 
 
-def main() -> None:
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep stdout for the JSON result
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    quiet()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=600, help="sample rows; the critic stage sends 3 requests per row")
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
+    parser.add_argument("--batch-size", type=int, default=64, help="rows per seftgen batch")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
 
-    from seftgen.engines import EngineSpec
+    from seftgen.engines import EngineSpec, get_engine
     from seftgen.io.store import load_manifest
     from seftgen.stages.revise import revise_srt
 
@@ -135,19 +160,33 @@ def main() -> None:
         except OSError:
             time.sleep(0.1)
     spec = EngineSpec(model="load-target", kind="openai", base_url=base_url, concurrency=args.concurrency)
-    bare_rates, seftgen_rates = [], []
+    engine = get_engine(spec)  # one client for every run, as in a real stage
+    runs = iter(range(args.repeats + 1))
     try:
         with tempfile.TemporaryDirectory() as tmp:
             samples = samples_run(Path(tmp) / "samples", args.rows)
-            for k in range(args.repeats):
-                bare_rates.append(asyncio.run(bare_loop(base_url, 3 * args.rows, args.concurrency)))
-                start = time.perf_counter()
-                revise_srt(samples, Path(tmp) / f"critic-{k}", spec, batch_size=args.concurrency * 4)
-                elapsed = time.perf_counter() - start
-                seftgen_rates.append(load_manifest(Path(tmp) / f"critic-{k}")["totals"]["requests"] / elapsed)
+
+            loop, requests = BareLoop(base_url, args.concurrency), same_requests(args.rows)
+
+            def bare() -> float:
+                return loop(requests)
+
+            def ours() -> float:
+                out = Path(tmp) / f"critic-{next(runs)}"
+                revise_srt(samples, out, engine, batch_size=args.batch_size)
+                return load_manifest(out).totals["requests"]
+
+            bare(), ours()  # warm-up: connections, imports, Jinja compilation
+            bare_rates, our_rates = alternate(args.repeats, bare, ours)
     finally:
         server.terminate()
-    print_ratio(vars(args), "requests_per_s", ("bare_asyncopenai", bare_rates), ("seftgen_critic", seftgen_rates))
+    return result(
+        "revise (SRT critic, API client)",
+        vars(args),
+        "requests/s",
+        ("bare AsyncOpenAI loop", bare_rates),
+        ("revise_srt()", our_rates),
+    )
 
 
 if __name__ == "__main__":

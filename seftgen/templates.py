@@ -47,11 +47,16 @@ class PromptTemplate:
         spec = self.data.get("output")
         return None if spec is None else OutputFormat.from_template(spec, self.data, self.path)
 
+    @cached_property
+    def output_format(self) -> str | None:
+        """The reply format as prompts show it (`{{ output_format }}`), built once."""
+        return None if self.output is None else self.output.skeleton()
+
     def render(self, field: str, **values: Any) -> str:
         if field not in self.data:
             raise UserError(f"template has no '{field}' field", file=self.path, field=field)
-        if self.output is not None:
-            values.setdefault("output_format", self.output.skeleton())
+        if self.output_format is not None and "output_format" not in values:
+            values["output_format"] = self.output_format
         try:
             return _compile(self.data[field]).render(**values).strip()
         except jinja2.TemplateError as exc:

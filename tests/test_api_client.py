@@ -170,8 +170,9 @@ def test_tokens_per_minute_limit_holds() -> None:
 
 class FaultyEndpoint(StandIn):
     """STAND-IN: a chat endpoint that fails in the ways a real server or proxy can, on demand:
-    `garbage` (200 with a body that is not JSON), `cut` (the reply stops mid-body and the
-    connection closes), `hang` (no reply within the client's --timeout); `ok` answers."""
+    `garbage` (200 with a body that is not JSON), `shape` (200 with JSON that is not a chat
+    completion), `cut` (the reply stops mid-body and the connection closes), `hang` (no reply
+    within the client's --timeout); `ok` answers."""
 
     mode: ClassVar[str] = "ok"
     protocol_version = "HTTP/1.1"
@@ -183,6 +184,8 @@ class FaultyEndpoint(StandIn):
             time.sleep(3)
         elif self.mode == "garbage":
             body = b"<html>502 Bad Gateway</html>"
+        elif self.mode == "shape":
+            body = b'{"id": "x", "choices": [{"index": 0, "text": "a completion, not a chat message"}]}'
         elif self.mode == "cut":
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -201,7 +204,12 @@ class FaultyEndpoint(StandIn):
 
 @pytest.mark.parametrize(
     ("mode", "reason"),
-    [("garbage", "APIResponseValidationError|JSON"), ("cut", "Connection|Protocol|incomplete"), ("hang", "Timeout")],
+    [
+        ("garbage", "APIResponseValidationError|JSON"),
+        ("shape", "MalformedReply: not a chat completion"),
+        ("cut", "Connection|Protocol|incomplete"),
+        ("hang", "Timeout"),
+    ],
 )
 def test_api_faults_become_row_failures_and_complete_on_rerun(tmp_path, capsys, mode: str, reason: str) -> None:
     import re

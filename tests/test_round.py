@@ -49,6 +49,11 @@ def test_two_seft_rounds_train_and_chain(engine, tmp_path: Path) -> None:
     assert Path(reviser, "config.json").is_file() and one["training"]["reviser"]["losses"]
     assert one["training"]["policy"]["steps"] == 4 and one["next_policy"] == one["models"]["policy"]
     assert all(c["validated"] for c in one["configs"])
+    # Where the time went: each stage with its generation and writing, each training step.
+    time = one["time"]
+    assert time["sample"]["generation_s"] > 0 and time["sample"]["rows_per_s"] > 0
+    assert time["revise"]["generation_s"] > 0 and time["train:policy"]["total_s"] > 0
+    assert time["round"]["total_s"] >= sum(t["total_s"] for name, t in time.items() if name != "round")
     # Round 1's revisions come from the trained reviser, constrained: every reply parses.
     revised = read_run(work / "round-1" / "revised")
     assert (revised["model"] == reviser).all() and revised["kept"].all()

@@ -101,3 +101,61 @@ def test_openai_engine_against_vllm_serve(server, engine, tmp_path: Path) -> Non
     assert result.ok and api.schema == local.schema == SAMPLES.schema
     assert set(keys(api)) == set(keys(local))
     assert (api["engine"] == "openai").all() and (api["completion_tokens"] > 0).all()
+
+
+def test_overlapping_calls_each_get_their_own_outputs(engine) -> None:
+    """Two threads share the engine (the runner overlaps batches): each call gets the outputs of
+    its own conversations, in its order, the same as when it runs alone."""
+    import threading
+
+    short = [[{"role": "user", "content": "Hi."}]] * 3
+    long = [[{"role": "user", "content": "Tell me about rivers. " * (4 + i)}] for i in range(5)]
+    params = SamplingConfig(n=2, max_tokens=6)
+    alone = {name: engine.generate(convs, params) for name, convs in (("short", short), ("long", long))}
+    together: dict[str, list] = {}
+    threads = [
+        threading.Thread(target=lambda n=name, c=convs: together.__setitem__(n, engine.generate(c, params)))
+        for name, convs in (("long", long), ("short", short))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name in ("short", "long"):
+        assert [g.prompt_tokens for g in together[name]] == [g.prompt_tokens for g in alone[name]]
+        assert all(len(g.completions) == 2 for g in together[name])
+    assert len({g.prompt_tokens for g in together["long"]}) == 5  # each prompt's own output
+
+
+def test_batches_overlap_and_the_attempt_records_its_time(engine, tmp_path: Path) -> None:
+    result = sample(str(DEMO_PROMPTS), tmp_path / "run", engine, params=FEW, limit=6, batch_size=1)
+    df = read_run(tmp_path / "run")
+    assert result.written == df.height == 12 and len(part_files(tmp_path / "run")) == 6
+    assert sorted(keys(df)) == sorted(set(keys(df)))
+    timing = load_manifest(tmp_path / "run").attempts[-1].timing
+    assert timing == result.timing
+    assert set(timing) == {"engine_start_s", "generation_s", "write_s", "wall_s", "rows_per_s"}
+    assert timing["generation_s"] > 0 and timing["write_s"] > 0 and timing["rows_per_s"] > 0
+    assert timing["generation_s"] + timing["write_s"] <= timing["wall_s"] + 0.05
+
+
+def test_a_failing_batch_stops_the_run_and_keeps_the_batches_before_it(engine, tmp_path: Path) -> None:
+    """With overlapping batches, an error in a batch on the worker thread reaches the caller; the
+    parts written before it stay, and the attempt is closed as interrupted."""
+    from seftgen.io.store import RunStore
+    from seftgen.stages.runner import run_batches
+
+    store = RunStore.open(tmp_path / "run", SAMPLES, "sample", {"test": True})
+    template = read_run(sample(str(DEMO_PROMPTS), tmp_path / "src", engine, params=FEW, limit=1).run_dir).row(
+        0, named=True
+    )
+
+    def process(batch: list[int]) -> tuple[list[dict], list[dict]]:
+        if 4 in batch:
+            raise RuntimeError("batch 3 broke")
+        return [template | {"prompt_id": f"{i:016x}", "run_id": store.run_id} for i in batch], []
+
+    with pytest.raises(RuntimeError, match="batch 3 broke"):
+        run_batches(store, iter(range(8)), process, engine=engine, batch_size=2, total=8, label="t")
+    assert sorted(read_run(tmp_path / "run")["prompt_id"]) == [f"{i:016x}" for i in range(4)]
+    assert load_manifest(tmp_path / "run").status == "interrupted"

@@ -163,7 +163,24 @@ def round_report(result) -> None:
         console.print("  next:\n    " + "\n    ".join(result.commands))
     if result.next_policy:
         console.print(f"  next round's policy: {result.next_policy}")
+    time_report(result)
     console.print(f"  plan: {result.dir / 'round.json'}")
+
+
+TIME_PARTS = {"engine_start_s": "engine start", "generation_s": "generation", "write_s": "writing"}
+
+
+def time_report(result) -> None:
+    """Where the round's time went: one line per stage and training step."""
+    from seftgen.stages.round import time_table
+
+    table = time_table(result)
+    console.print(f"  time: {table.pop('round')['total_s']:.0f}s")
+    for name, t in table.items():
+        parts = [f"{label} {t[key]:.1f}s" for key, label in TIME_PARTS.items() if t.get(key)]
+        if t.get("rows_per_s"):
+            parts.append(f"{t['rows_per_s']:.1f} rows/s")
+        console.print(f"    {name:<16} {t['total_s']:>7.1f}s" + (f"  ({', '.join(parts)})" if parts else ""))
 
 
 def validate_cmd(

@@ -7,6 +7,7 @@ same model twice loads it once.
 from __future__ import annotations
 
 import atexit
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def get_engine(spec: EngineSpec) -> Engine:
     if spec in _CACHE:
         return _CACHE[spec]
     ensure_watchdog()  # engine processes (vLLM's EngineCore, Ray) must not outlive this one
+    started = time.monotonic()
     engine: Engine
     # What vLLM needs wherever it runs: in this process or in Ray actors.
     local = {
@@ -123,6 +125,7 @@ def get_engine(spec: EngineSpec) -> Engine:
         )
     else:
         raise UserError(f"unknown engine {spec.kind!r} (choose {', '.join(EngineKind)})")
+    engine.startup_s = time.monotonic() - started
     _CACHE[spec] = engine
     return engine
 

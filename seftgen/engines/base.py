@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
@@ -64,16 +65,33 @@ class Usage:
         return {k: v for k, v in asdict(self).items() if v}
 
 
+def _add(usage: Usage, deltas: dict[str, float]) -> None:
+    for name, value in deltas.items():
+        setattr(usage, name, getattr(usage, name) + value)
+
+
 class Engine(ABC):
-    """A loaded model. `kind` and `model` go into every row's provenance."""
+    """A loaded model. `kind` and `model` go into every row's provenance.
+
+    `overlaps`: calls may come from two threads at once and share the running batch, so the stage
+    runner starts the next batch while the current one finishes (no drain at batch boundaries,
+    and the engine stays busy while parts are written). `startup_s`: how long loading took."""
 
     kind: EngineKind
     model: str
     seed: int
     chat_template: str | None
+    overlaps: bool = False
 
     def __init__(self) -> None:
         self.usage = Usage()
+        self.startup_s = 0.0
+        self._usage_lock = threading.Lock()
+
+    def count(self, **deltas: float) -> None:
+        """Add to the usage counters (thread-safe: overlapping calls count at the same time)."""
+        with self._usage_lock:
+            _add(self.usage, deltas)
 
     @property
     def constrains(self) -> bool:
@@ -82,9 +100,15 @@ class Engine(ABC):
 
     def take_usage(self) -> dict[str, float]:
         """Counters since the last call (so a stage can add them to its manifest per part)."""
-        totals = self.usage.as_totals()
-        self.usage = Usage()
+        with self._usage_lock:
+            totals = self.usage.as_totals()
+            self.usage = Usage()
         return totals
+
+    def take_startup(self) -> float:
+        """Seconds spent loading, charged once: to the first stage that asks."""
+        seconds, self.startup_s = self.startup_s, 0.0
+        return seconds
 
     @abstractmethod
     def generate(

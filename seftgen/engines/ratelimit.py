@@ -37,6 +37,11 @@ class RateLimiter:
         self._resume_at = 0.0
         self._lock: asyncio.Lock | None = None  # made on first use, inside the engine's event loop
 
+    @property
+    def active(self) -> bool:
+        """Whether `acquire` can ever wait (a limit, or a cool-down after a 429)."""
+        return bool(self.rpm or self.tpm or self._resume_at)
+
     def _refill(self, now: float) -> None:
         elapsed = now - self._last
         self._last = now
@@ -48,7 +53,7 @@ class RateLimiter:
     async def acquire(self, tokens: int = 0) -> int:
         """Wait for the cool-down, one request and `tokens` (an estimate) of budget; returns the
         tokens charged, to pass to `settle` once the real usage is known."""
-        if not (self.rpm or self.tpm or self._resume_at):
+        if not self.active:
             return 0
         if self._lock is None:
             self._lock = asyncio.Lock()

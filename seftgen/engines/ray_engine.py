@@ -122,10 +122,9 @@ class RayEngine(Engine):
                 for r in mine
             ]
             gen = Generation(mine[0]["prompt_tokens"] if mine else 0, completions)
-            self.usage.prompt_tokens += gen.prompt_tokens
-            self.usage.completion_tokens += sum(c.completion_tokens for c in completions)
+            self.count(prompt_tokens=gen.prompt_tokens, completion_tokens=sum(c.completion_tokens for c in completions))
             generations.append(gen)
-        self.usage.requests += len(rows)
+        self.count(requests=len(rows))
         return generations
 
     def next_token_probs(
@@ -139,9 +138,8 @@ class RayEngine(Engine):
             top = (r["logprobs"] or [{}])[0] or {}
             top = {int(k): v for k, v in top.items()}
             results.append({c: math.exp(top[i]["logprob"]) if i in top else 0.0 for c, i in ids.items()})
-            self.usage.prompt_tokens += r["prompt_tokens"]
-            self.usage.completion_tokens += 1
-        self.usage.requests += len(out)
+            self.count(prompt_tokens=r["prompt_tokens"], completion_tokens=1)
+        self.count(requests=len(out))
         return results
 
     def close(self) -> None:

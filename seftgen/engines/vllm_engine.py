@@ -1,8 +1,18 @@
-"""Offline vLLM: whole batches go to `LLM.chat` so continuous batching stays full."""
+"""Offline vLLM: whole batches go to the engine so continuous batching stays full.
+
+A call renders and enqueues its conversations (`LLM.enqueue_chat`), then steps the engine until
+its own requests are finished. Calls may overlap from two threads: they share one engine, and
+whichever caller is waiting steps it and hands each finished output to the call it belongs to.
+So the stage runner can enqueue the next batch while the current one's longest sequences finish,
+and vLLM's EngineCore (its own process) keeps generating while the caller parses and writes.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from seftgen.choices import EngineKind
@@ -28,8 +38,17 @@ def answer_token_id(tokenizer: Any, text: str, model: str) -> int:
     return ids[0]
 
 
+@dataclass
+class _Call:
+    """One caller's requests: outputs in the caller's order, filled as they finish."""
+
+    outputs: list[Any] = field(default_factory=list)
+    left: int = 0
+
+
 class VLLMEngine(Engine):
     kind = EngineKind.VLLM
+    overlaps = True
 
     def __init__(
         self,
@@ -60,16 +79,45 @@ class VLLMEngine(Engine):
         self.tokenizer = self.llm.get_tokenizer()
         self._template_override = chat_template
         self.chat_template = chat_template or getattr(self.tokenizer, "chat_template", None)
+        self._lock = threading.Lock()  # one thread at a time enqueues or steps the engine
+        self._waiting: dict[str, tuple[_Call, int]] = {}  # request id -> (its call, its slot)
 
     def _chat(self, conversations: list[Messages], sampling: Any, continue_final: bool) -> list[Any]:
-        return self.llm.chat(
-            conversations,
-            sampling,
-            use_tqdm=False,
-            chat_template=self._template_override,
-            add_generation_prompt=not continue_final,
-            continue_final_message=continue_final,
-        )
+        """`LLM.chat`, except that several calls may run at once (see the module docstring)."""
+        call = _Call([None] * len(conversations), len(conversations))
+        with self._lock:
+            ids = self.llm.enqueue_chat(
+                conversations,
+                sampling,
+                use_tqdm=False,
+                chat_template=self._template_override,
+                add_generation_prompt=not continue_final,
+                continue_final_message=continue_final,
+            )
+            # Outputs carry the id given to the engine; vLLM appends a random suffix internally.
+            for slot, request_id in enumerate(ids):
+                self._waiting[request_id.split("-")[0]] = (call, slot)
+        try:
+            while call.left:
+                with self._lock:
+                    if call.left:
+                        self._step()
+        except BaseException:
+            with self._lock:
+                mine = [rid for rid, (c, _) in self._waiting.items() if c is call]
+                for rid in mine:
+                    del self._waiting[rid]
+                with contextlib.suppress(Exception):  # a dead engine cannot abort; keep the real error
+                    self.llm.llm_engine.abort_request(mine, internal=False)
+            raise
+        return call.outputs
+
+    def _step(self) -> None:
+        for out in self.llm.llm_engine.step():
+            if out.finished and (entry := self._waiting.pop(out.request_id, None)):
+                call, slot = entry
+                call.outputs[slot] = out
+                call.left -= 1
 
     def generate(
         self, conversations: list[Messages], params: SamplingConfig, *, continue_final: bool = False
@@ -88,11 +136,12 @@ class VLLMEngine(Engine):
         results = []
         for out in self._chat(conversations, sampling, continue_final):
             completions = [Completion(c.text, c.finish_reason or "stop", len(c.token_ids)) for c in out.outputs]
-            gen = Generation(len(out.prompt_token_ids or []), completions)
-            self.usage.prompt_tokens += gen.prompt_tokens
-            self.usage.completion_tokens += sum(c.completion_tokens for c in completions)
-            results.append(gen)
-        self.usage.requests += len(conversations)
+            results.append(Generation(len(out.prompt_token_ids or []), completions))
+        self.count(
+            requests=len(conversations),
+            prompt_tokens=sum(g.prompt_tokens for g in results),
+            completion_tokens=sum(c.completion_tokens for g in results for c in g.completions),
+        )
         return results
 
     def next_token_probs(
@@ -103,12 +152,15 @@ class VLLMEngine(Engine):
         ids = {cand: answer_token_id(self.tokenizer, cand, self.model) for cand in candidates}
         sampling = SamplingParams(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
         results: list[dict[str, float] | None] = []
-        for out in self._chat(conversations, sampling, continue_final=True):
+        outs = self._chat(conversations, sampling, continue_final=True)
+        for out in outs:
             top = out.outputs[0].logprobs[0] if out.outputs[0].logprobs else {}
             results.append({c: math.exp(top[i].logprob) if i in top else 0.0 for c, i in ids.items()})
-            self.usage.prompt_tokens += len(out.prompt_token_ids or [])
-            self.usage.completion_tokens += 1
-        self.usage.requests += len(conversations)
+        self.count(
+            requests=len(conversations),
+            prompt_tokens=sum(len(o.prompt_token_ids or []) for o in outs),
+            completion_tokens=len(outs),
+        )
         return results
 
     def close(self) -> None:

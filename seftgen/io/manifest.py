@@ -54,6 +54,7 @@ class Attempt:
     status: RunStatus = RunStatus.RUNNING
     error: str | None = None  # why an interrupted attempt stopped
     totals: dict[str, float] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)  # where the attempt's time went
 
     @property
     def abandoned(self) -> bool:
@@ -154,7 +155,10 @@ MANIFEST_DOCS: dict[str, str] = {
     "status": "Run state: " + ", ".join(f"`{s}`" for s in RunStatus) + ".",
     "rows": "Rows written so far.",
     "attempts": "One entry per invocation: started_at, resumed_rows, pid, host, pid_start, finished_at, status, "
-    "error, totals. An attempt left `running` by a process that is gone reads as `interrupted`.",
+    "error, totals, timing. An attempt left `running` by a process that is gone reads as `interrupted`. "
+    "`timing` (seconds): `engine_start_s` (loading the model, when this stage loaded it), `wall_s` (the "
+    "batches, first to last), `generation_s` (waiting for the engine's results, parsing included), `write_s` "
+    "(Parquet parts and manifest), and `rows_per_s`.",
     "totals": "Counters over every attempt: requests, retries, failures, prompt/completion tokens, cost_usd.",
     "summary": "The stage's summary (kept, labels, reasons rows were not kept, scores, consistency).",
     "failures": "Rows that failed on the engine side in the last attempt (not written; a rerun retries them).",

@@ -209,6 +209,10 @@ class RunStore:
             self._attempt.totals[key] = self._attempt.totals.get(key, 0) + value
         self._save()
 
+    def set_timing(self, timing: dict[str, float]) -> None:
+        """Where this attempt's time went (see the manifest docs); saved with the next write."""
+        self._attempt.timing = timing
+
     def finish(
         self,
         summary: dict[str, Any] | None = None,

@@ -32,6 +32,7 @@ class StageResult:
     failures: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     totals: dict[str, float] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)  # see the manifest's attempt `timing`
 
     @property
     def ok(self) -> bool:

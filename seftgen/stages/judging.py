@@ -97,13 +97,14 @@ class Judge:
     def prefix(self) -> str:
         return str(self.template.get("assistant_prefix", ""))
 
-    def _prompt(self, messages: Messages, first: str, second: str) -> Messages:
+    def prompt(self, messages: Messages, first: str, second: str) -> Messages:
+        """The judge's user turn for (instruction, first response, second response)."""
         user = self.template.render("user", instruction=instruction_text(messages), response_a=first, response_b=second)
         return [{"role": "user", "content": user}]
 
     def judge(self, triples: list[tuple[Messages, str, str]]) -> list[PairScore]:
         """Returns one PairScore per (messages, a, b); an engine failure becomes an error score."""
-        convs = [self._prompt(m, a, b) for m, a, b in triples] + [self._prompt(m, b, a) for m, a, b in triples]
+        convs = [self.prompt(m, a, b) for m, a, b in triples] + [self.prompt(m, b, a) for m, a, b in triples]
         k = len(triples)
         if self.verdict == Verdict.TEXT:
             fmt = self.template.output

@@ -11,7 +11,7 @@ One round, in the order the methods need:
 With `train`, every step runs `axolotl train` (+ `merge-lora`) in axolotl's own environment;
 without it, the configs and commands are written, and a stage that needs a model not trained yet
 stops the round with what to run. `round.json` in each round folder records the plan, the models
-(which model wrote what), the stage summaries, the training losses and the timing.
+(which model wrote what), the stage summaries, the training losses and where the time went.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ class RoundResult:
     skipped: dict[str, str] = field(default_factory=dict)
     blocked: str | None = None  # why the round stopped before its end (a model not trained yet)
     next_policy: str | None = None
-    timing: dict[str, float] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)  # seconds per stage / export / training step
+    seconds: float = 0.0  # the whole round
 
     @property
     def commands(self) -> list[str]:
@@ -161,6 +162,7 @@ def run_round(
     rdir = workdir / f"round-{round_k}"
     rdir.mkdir(parents=True, exist_ok=True)
     result = RoundResult(round_k, policy, rdir)
+    began = time.monotonic()
     ax: Axolotl | None = find_axolotl(axolotl)
     if do_train and ax is None:
         raise UserError(
@@ -296,6 +298,7 @@ def run_round(
     next_step = recipe.training.next_policy or next((s.name for s in reversed(recipe.train) if not s.once), None)
     if not result.blocked and next_step and next_step not in result.skipped:
         result.next_policy = result.models.get(next_step)
+    result.seconds = round(time.monotonic() - began, 1)
     write_json_atomic(rdir / PLAN, _plan_of(recipe, result, outputs))
     return result
 
@@ -411,5 +414,18 @@ def _plan_of(recipe: Recipe, result: RoundResult, outputs: dict[RoundStage, Path
         "skipped_training_steps": result.skipped,
         "blocked": result.blocked,
         "commands": result.commands,
-        "timing_s": result.timing,
+        "time": time_table(result),
     }
+
+
+def time_table(result: RoundResult) -> dict[str, dict[str, float]]:
+    """Where the round's time went, per stage and training step (seconds): the stage's total and,
+    for model stages, engine start-up, generation, writing and rows/s (from its run's attempt)."""
+    table: dict[str, dict[str, float]] = {}
+    stages = {str(name): stage for name, stage in result.stages.items()}
+    for name, seconds in result.timing.items():
+        table[name] = {"total_s": seconds}
+        if (stage := stages.get(name)) is not None:
+            table[name] |= {k: v for k, v in stage.timing.items() if k != "wall_s"}
+    table["round"] = {"total_s": result.seconds}
+    return table

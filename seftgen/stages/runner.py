@@ -7,9 +7,12 @@ manifest, and a progress bar.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import polars as pl
 
@@ -36,16 +39,74 @@ def run_batches(
     label: str,
     tokens_of: Callable[[dict[str, Any]], int] = lambda row: row.get("completion_tokens") or 0,
 ) -> StageResult:
+    """Process `items` in batches and write one part per batch, in order.
+
+    With an engine that `overlaps`, two batches are in flight: batch k+1 is processed on a worker
+    thread while batch k's last sequences finish and its part is written, so the engine neither
+    drains at batch boundaries nor idles during writes. Otherwise batches run one after another."""
     result = StageResult(store.root, resumed=len(store.done))
+    depth = 2 if engine is not None and engine.overlaps else 1
+    started = engine.take_startup() if engine is not None else 0.0
+    timing = {"engine_start_s": started, "generation_s": 0.0, "write_s": 0.0}
+    start = time.monotonic()
+    batches = chunked(items, batch_size)
+    inflight: deque[_Batch[T]] = deque()
     with store, stage_progress(label, total) as bar:
-        for batch in chunked(items, batch_size):
-            rows, failures = process(batch)
+        while True:
+            while len(inflight) < depth and (batch := next(batches, None)) is not None:
+                inflight.append(_Batch(process, batch, background=depth > 1))
+            if not inflight:
+                break
+            job = inflight.popleft()
+            waited = time.monotonic()
+            rows, failures = job.result()
+            wrote = time.monotonic()
+            timing["generation_s"] += wrote - waited
+            if inflight and len(inflight) < depth and (batch := next(batches, None)) is not None:
+                inflight.append(_Batch(process, batch, background=True))  # before writing: keep it busy
             result.written += store.write(rows)
             result.failures.extend(failures)
             if engine is not None:
                 store.add_totals(engine.take_usage())
-            bar.advance(len(batch), sum(tokens_of(r) for r in rows))
+            timing["write_s"] += time.monotonic() - wrote
+            bar.advance(len(job.batch), sum(tokens_of(r) for r in rows))
+        wall = time.monotonic() - start
+        result.timing = {k: round(v, 2) for k, v in timing.items()} | {
+            "wall_s": round(wall, 2),
+            "rows_per_s": round(result.written / wall, 2) if wall > 0 else 0.0,
+        }
+        store.set_timing(result.timing)
     return result
+
+
+class _Batch(Generic[T]):
+    """`process(batch)`, run now or on a daemon thread (an interrupt never waits for it)."""
+
+    def __init__(self, process: Processor[T], batch: list[T], *, background: bool) -> None:
+        self.batch = batch
+        self._process = process
+        self._out: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        if background:
+            threading.Thread(target=self._run, name="seftgen-batch", daemon=True).start()
+        else:
+            self._run()
+
+    def _run(self) -> None:
+        try:
+            self._out = self._process(self.batch)
+        except BaseException as exc:  # handed to the thread that waits for the result
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def result(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._out is not None
+        return self._out
 
 
 def iter_run_rows(

@@ -1,0 +1,64 @@
+"""The benchmarks run (tiny workloads, the session's engine): `make bench` must not rot.
+
+Figures are not asserted here (timed tests are not how performance is judged); what is checked
+is that each benchmark does the same model work on both sides and reports in the one format.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+FIELDS = {"benchmark", "workload", "unit", "baseline_median", "ours_median", "ratio_median", "ratio_min", "ratio_max"}
+
+
+def check(out: dict, repeats: int = 1) -> None:
+    assert set(out) >= FIELDS
+    assert all(len(rates) == repeats and min(rates) > 0 for rates in out["runs"].values())
+    assert out["ratio_min"] <= out["ratio_median"] <= out["ratio_max"]
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize(
+    ("name", "argv"),
+    [
+        ("sample_throughput", ["--prompts", "4", "--n", "1", "--max-tokens", "8", "--batch-size", "2"]),
+        ("reviser", ["--samples", "4", "--max-tokens", "16", "--batch-size", "2"]),
+        ("judge", ["--prompts", "3", "--n", "2", "--sample-tokens", "8", "--batch-size", "2"]),
+        ("best_of", ["--prompts", "3", "--n", "3", "--sample-tokens", "8", "--batch-size", "2"]),
+    ],
+)
+def test_model_benchmarks_run(engine, name: str, argv: list[str], capsys) -> None:
+    import importlib
+
+    out = importlib.import_module(name).main([*argv, "--repeats", "1"], engine=engine)
+    check(out)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == out
+    if name == "judge":
+        assert out["workload"]["pairs"] == 3  # 3 prompts x 1 pair, both sides
+    if name == "best_of":
+        assert out["workload"]["judgments"] == 6  # 3 prompts x (3 - 1)
+
+
+def test_critic_client_benchmark_and_the_table(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, BENCH / "critic_client.py", "--rows", "20", "--repeats", "1", "--batch-size", "8"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=BENCH,
+        timeout=300,
+    )
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    check(out)
+    from run_all import table
+
+    rendered = table([out, {"benchmark": "judge", "error": "exit 1"}])
+    assert f"**{out['ratio_median']}**" in rendered and "| judge | failed: exit 1 |" in rendered
