@@ -139,31 +139,6 @@ def test_batches_overlap_and_the_attempt_records_its_time(engine, tmp_path: Path
     assert timing["generation_s"] + timing["write_s"] <= timing["wall_s"] + 0.05
 
 
-def test_small_batches_are_all_in_flight_until_the_engine_is_full(engine, tmp_path: Path) -> None:
-    """Batches smaller than the engine's capacity: the runner keeps enough of them in flight to
-    fill it (two at a time would leave vLLM running a fraction of the sequences it could)."""
-    import threading
-
-    from seftgen.io.store import RunStore
-    from seftgen.stages.runner import inflight_batches, run_batches
-
-    assert engine.capacity >= 8
-    assert inflight_batches(engine, 1) == engine.capacity + 1
-    assert inflight_batches(engine, 10 * engine.capacity) == 2
-    store = RunStore.open(tmp_path / "run", SAMPLES, "sample", {"test": True})
-    template = read_run(sample(str(DEMO_PROMPTS), tmp_path / "src", engine, params=FEW, limit=1).run_dir).row(
-        0, named=True
-    )
-    everyone = threading.Barrier(6, timeout=30)  # passes only when all six batches run at once
-
-    def process(batch: list[int]) -> tuple[list[dict], list[dict]]:
-        everyone.wait()
-        return [template | {"prompt_id": f"{i:016x}", "run_id": store.run_id} for i in batch], []
-
-    result = run_batches(store, iter(range(6)), process, engine=engine, batch_size=1, total=6, label="t")
-    assert result.written == 6 and len(part_files(tmp_path / "run")) == 6
-
-
 def test_a_failing_batch_stops_the_run_and_keeps_the_batches_before_it(engine, tmp_path: Path) -> None:
     """With overlapping batches, an error in a batch on the worker thread reaches the caller; the
     parts written before it stay, and the attempt is closed as interrupted."""

@@ -75,16 +75,13 @@ class Engine(ABC):
 
     `overlaps`: calls may come from two threads at once and share the running batch, so the stage
     runner starts the next batch while the current one finishes (no drain at batch boundaries,
-    and the engine stays busy while parts are written). `capacity`: how many rows the engine runs
-    at once (vLLM's `max_num_seqs`, an API's concurrency); the runner keeps at least that many in
-    flight, so small batches do not starve it. `startup_s`: how long loading took."""
+    and the engine stays busy while parts are written). `startup_s`: how long loading took."""
 
     kind: EngineKind
     model: str
     seed: int
     chat_template: str | None
     overlaps: bool = False
-    capacity: int = 1
 
     def __init__(self) -> None:
         self.usage = Usage()

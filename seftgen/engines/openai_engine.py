@@ -54,7 +54,7 @@ class OpenAIEngine(Engine):
         self.model = model
         self.base_url = base_url
         self.api_key = os.environ.get(api_key_env) or "EMPTY"
-        self.concurrency = self.capacity = concurrency
+        self.concurrency = concurrency
         self.rpm, self.tpm = rpm, tpm
         self.max_retries = max_retries
         self.backoff = backoff

@@ -77,7 +77,6 @@ class VLLMEngine(Engine):
             enforce_eager=True,
         )
         self.tokenizer = self.llm.get_tokenizer()
-        self.capacity = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
         self._template_override = chat_template
         self.chat_template = chat_template or getattr(self.tokenizer, "chat_template", None)
         self._lock = threading.Lock()  # one thread at a time enqueues or steps the engine

@@ -41,13 +41,11 @@ def run_batches(
 ) -> StageResult:
     """Process `items` in batches and write one part per batch, in order.
 
-    With an engine that `overlaps`, later batches are processed on worker threads while batch k's
-    last sequences finish and its part is written, so the engine neither drains at batch
-    boundaries nor idles during writes: at least two batches and at least the engine's `capacity`
-    rows are in flight (batches smaller than the engine's capacity would otherwise leave it half
-    empty). Otherwise batches run one after another."""
+    With an engine that `overlaps`, two batches are in flight: batch k+1 is processed on a worker
+    thread while batch k's last sequences finish and its part is written, so the engine neither
+    drains at batch boundaries nor idles during writes. Otherwise batches run one after another."""
     result = StageResult(store.root, resumed=len(store.done))
-    depth = inflight_batches(engine, batch_size)
+    depth = 2 if engine is not None and engine.overlaps else 1
     started = engine.take_startup() if engine is not None else 0.0
     timing = {"engine_start_s": started, "generation_s": 0.0, "write_s": 0.0}
     start = time.monotonic()
@@ -79,14 +77,6 @@ def run_batches(
         }
         store.set_timing(result.timing)
     return result
-
-
-def inflight_batches(engine: Engine | None, batch_size: int) -> int:
-    """Batches kept in flight: one without an overlapping engine, else enough to fill it, plus
-    one waiting so that a finished batch is replaced at once."""
-    if engine is None or not engine.overlaps:
-        return 1
-    return max(2, -(-engine.capacity // batch_size) + 1)
 
 
 class _Batch(Generic[T]):
