@@ -13,6 +13,9 @@ PIP       := $(BIN)/pip
 # ("operator torchvision::nms does not exist"), and text models do not need them.
 BROKEN_ADDONS := torchvision torchaudio torchcodec
 
+# Debian's Chromium, for the test that loads `seftgen report`'s page in a real browser.
+BROWSER := /usr/bin/chromium
+
 GEN   := $(VENV)/.stamp-gen
 TRAIN := $(TRAIN_ENV)/.stamp-train
 
@@ -20,8 +23,9 @@ TRAIN := $(TRAIN_ENV)/.stamp-train
 
 demo: $(GEN) $(TRAIN) model
 	$(BIN)/seftgen round seft --rounds 1-2 --train --preset cpu --workdir runs/demo
+	$(BIN)/seftgen report runs/demo
 
-test: $(GEN) $(TRAIN) model lint
+test: $(GEN) $(TRAIN) model lint $(BROWSER)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 install: $(GEN)
@@ -43,6 +47,11 @@ $(TRAIN_ENV)/bin/python:
 $(TRAIN): | $(TRAIN_ENV)/bin/python
 	$(TRAIN_ENV)/bin/pip install 'axolotl==0.19.0'
 	touch $@
+
+$(BROWSER):
+	@(apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+	  || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1)) \
+	  || echo "could not install Debian's chromium: the report page's browser test will be skipped"
 
 model: $(GEN)
 	$(BIN)/seftgen models prepare

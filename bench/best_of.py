@@ -15,7 +15,7 @@ import math
 import random
 from typing import Any
 
-from harness import JudgeBench, alternate, judge_parser, quiet, result
+from harness import JudgeBench, alternate, cold, judge_parser, quiet, result
 
 
 def main(argv: list[str] | None = None, engine: Any = None) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None, engine: Any = None) -> dict[str, Any]:
         return scan_run(out).select("judgments").sum().collect().item()
 
     raw()  # warm-up
-    raw_rates, our_rates = alternate(args.repeats, raw, ours)
+    raw_rates, our_rates = alternate(args.repeats, raw, ours, before=cold(bench.engine))
     workload = vars(args) | {"judgments": args.prompts * (args.n - 1)}
     out = result("best-of", workload, "judgments/s", ("raw LLM.chat logprobs", raw_rates), ("best_of()", our_rates))
     bench.close()

@@ -32,13 +32,25 @@ def timed(fn: Callable[[], float]) -> float:
     return work / (time.perf_counter() - start)
 
 
-def alternate(repeats: int, raw: Callable[[], float], ours: Callable[[], float]) -> tuple[list[float], list[float]]:
-    """Rates of `repeats` alternating runs of each side (raw first)."""
+def alternate(
+    repeats: int, raw: Callable[[], float], ours: Callable[[], float], before: Callable[[], Any] | None = None
+) -> tuple[list[float], list[float]]:
+    """Rates of `repeats` alternating runs of each side (raw first); `before` runs, untimed,
+    ahead of every run (see `cold`)."""
     raw_rates, our_rates = [], []
     for _ in range(repeats):
-        raw_rates.append(timed(raw))
-        our_rates.append(timed(ours))
+        for side, rates in ((raw, raw_rates), (ours, our_rates)):
+            if before is not None:
+                before()
+            rates.append(timed(side))
     return raw_rates, our_rates
+
+
+def cold(engine: Any) -> Callable[[], Any]:
+    """Empty vLLM's prefix cache before a run. Each side sends the same prompts again, and a
+    stage meets each row once: without this every run after the first skips the prefill that
+    production pays, and the benchmark measures decode alone (where batch width is everything)."""
+    return engine.llm.reset_prefix_cache
 
 
 def result(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from harness import JudgeBench, alternate, judge_parser, quiet, result
+from harness import JudgeBench, alternate, cold, judge_parser, quiet, result
 
 
 def main(argv: list[str] | None = None, engine: Any = None) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None, engine: Any = None) -> dict[str, Any]:
         return scan_run(out).select("score_a").count().collect().item()
 
     raw()  # warm-up
-    raw_rates, our_rates = alternate(args.repeats, raw, ours)
+    raw_rates, our_rates = alternate(args.repeats, raw, ours, before=cold(bench.engine))
     workload = vars(args) | {"pairs": len(pairs)}
     out = result("judge", workload, "judgments/s", ("raw LLM.chat logprobs", raw_rates), ("judge_pairs()", our_rates))
     bench.close()

@@ -3,7 +3,7 @@
 Both sides send the same rendered reviser prompts with the same sampling and the same
 structured-output regex (the template's declared format) to one engine. seftgen works in
 several batches (`--batch-size`) and parses, diffs and writes each reply; raw vLLM gets all the
-prompts in one call.
+prompts in one call. The prefix cache is emptied before every run, as each row is new to a stage.
 
     python bench/reviser.py [--samples 32 --max-tokens 96 --batch-size 8]
 """
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness import add_common, alternate, demo_samples, engine_from_args, quiet, result
+from harness import add_common, alternate, cold, demo_samples, engine_from_args, quiet, result
 
 
 def main(argv: list[str] | None = None, engine: Any = None) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None, engine: Any = None) -> dict[str, Any]:
         return scan_run(out).select("completion_tokens").sum().collect().item()
 
     raw()  # warm-up: grammar compilation and the first large batch are not what is measured
-    raw_rates, our_rates = alternate(args.repeats, raw, ours)
+    raw_rates, our_rates = alternate(args.repeats, raw, ours, before=cold(engine))
     out = result("revise (reviser)", vars(args), "tokens/s", ("raw LLM.chat", raw_rates), ("revise_seft()", our_rates))
     tmp.cleanup()
     return out

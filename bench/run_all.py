@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in its own process (one engine each), then one table.
 
-python bench/run_all.py [--only judge,best_of] [--repeats 3]
+python bench/run_all.py [--only judge,best_of] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["sample_throughput", "reviser", "judge", "best_of", "critic_client"]
+BENCHMARKS = ["sample_throughput", "reviser", "judge", "best_of", "evaluate", "critic_client"]
 
 
 def run(name: str, repeats: int) -> dict:
@@ -51,7 +51,7 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated benchmark names")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     names = args.only.split(",") if args.only else BENCHMARKS
     results = []

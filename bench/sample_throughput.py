@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness import PROMPTS, add_common, alternate, engine_from_args, quiet, result
+from harness import PROMPTS, add_common, alternate, cold, engine_from_args, quiet, result
 
 
 def main(argv: list[str] | None = None, engine: Any = None) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None, engine: Any = None) -> dict[str, Any]:
             sample(PROMPTS, run, engine, params=params, limit=args.prompts, batch_size=args.batch_size)
             return scan_run(run).select("completion_tokens").sum().collect().item()
 
-    raw_rates, our_rates = alternate(args.repeats, raw, ours)
+    raw_rates, our_rates = alternate(args.repeats, raw, ours, before=cold(engine))
     out = result("sample", vars(args), "tokens/s", ("raw LLM.chat", raw_rates), ("sample()", our_rates))
     return out
 

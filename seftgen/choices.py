@@ -60,3 +60,12 @@ class Stage(StrEnum):
     BEST_OF = "best-of"
     BUILD_REVISER_DATA = "build-reviser-data"
     BUILD_JSFT_DATA = "build-jsft-data"
+    EVALUATE = "evaluate"
+
+
+class Outcome(StrEnum):
+    """A candidate's result against the baseline on one prompt (`evaluate`)."""
+
+    WIN = "win"
+    LOSS = "loss"
+    TIE = "tie"

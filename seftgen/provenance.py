@@ -36,3 +36,9 @@ def utc_now() -> datetime:
 def shard_of(key: str, num_shards: int) -> int:
     """Deterministic shard of a prompt id; independent of input order and machine."""
     return int(key[:8], 16) % num_shards
+
+
+def holdout_point(key: str) -> float:
+    """A prompt id's place in [0, 1) for held-out splits. It reads other hex digits than
+    `shard_of`, so a held-out set takes the same share of every shard (and of every round)."""
+    return int(key[8:16], 16) / 16**8

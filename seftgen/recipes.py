@@ -19,9 +19,10 @@ from seftgen.defaults import defaults_of
 from seftgen.engines import EngineSpec
 from seftgen.engines.base import SamplingConfig
 from seftgen.errors import UserError
+from seftgen.evaluation.evaluate import evaluate
 from seftgen.io.files import read_mapping
 from seftgen.io.readers import PromptColumns
-from seftgen.io.store import Shard
+from seftgen.io.store import Holdout, Shard
 from seftgen.resources import resource_dir
 from seftgen.stages.judge import judge_pairs
 from seftgen.stages.revise import revise_seft, revise_srt
@@ -123,6 +124,34 @@ class JudgeStage(_Strict):
     constrain: bool = _JUDGE["constrain"]
 
 
+_EVALUATE = defaults_of(evaluate)
+
+
+class EvalSection(_Strict):
+    """Held-out evaluation after every trained round: the round's policy against the starting
+    policy (round 0) and against the previous round, judged pairwise in both orders."""
+
+    source: str | None = Field(None, description="Eval prompt file/dataset; default: a held-out split of `prompts`.")
+    prompt_column: str = "prompt"
+    messages_column: str | None = None
+    holdout: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="Without `source`: share of `prompts` held out by prompt-id hash (never trained on).",
+    )
+    prompts: int = Field(32, ge=1, description="Eval prompts (the first N of the source or of the held-out split).")
+    max_tokens: int | None = Field(None, description="Answer length; default: the `sample` stage's.")
+    temperature: float = Field(0.0, ge=0, description="Eval sampling temperature (0: greedy, reproducible).")
+    judge: ModelRef = Field(
+        ModelRef(model="start"),
+        description="'start' (the recipe's policy: one judge for all rounds) or a model.",
+    )
+    template: str = _EVALUATE["template"]
+    verdict: Verdict = _EVALUATE["verdict"]
+    tie_margin: float = Field(_EVALUATE["tie_margin"], ge=0, le=1)
+
+
 class TrainStep(_Strict):
     name: str
     kind: TrainKind
@@ -157,6 +186,7 @@ class Recipe(_Strict):
     jsft_data: bool = False
     train: list[TrainStep] = []
     training: Training = Training()
+    eval: EvalSection | None = None
     base_dir: Path = Path(".")
 
     def resolve(self, value: str) -> str:
@@ -198,6 +228,13 @@ def sampling_of(stage: SampleStage) -> SamplingConfig:
 
 def prompt_columns(prompts: Prompts) -> PromptColumns:
     return PromptColumns(prompt=prompts.prompt_column, messages=prompts.messages_column, system=prompts.system)
+
+
+def training_holdout(recipe: Recipe) -> Holdout:
+    """The training side of the prompts: without its own source, the eval set is held out."""
+    if recipe.eval is None or recipe.eval.source is not None:
+        return Holdout()
+    return Holdout(recipe.eval.holdout, heldout=False)
 
 
 def round_shard(prompts: Prompts, round_k: int) -> Shard:

@@ -15,7 +15,7 @@ GOOD = "Water boils at 100 degrees Celsius at sea level."
 WEAK = "It boils when it is hot."
 
 
-def _prov(store: RunStore) -> dict[str, Any]:
+def prov(store: RunStore) -> dict[str, Any]:
     return {
         "model": "hand-written",
         "engine": "none",
@@ -29,7 +29,7 @@ def _prov(store: RunStore) -> dict[str, Any]:
 
 def write_run(path: Path, table: Table, stage: str, config: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
     store = RunStore.open(path, table, stage, config)
-    store.write([{**_prov(store), **r} for r in rows])
+    store.write([{**prov(store), **r} for r in rows])
     store.finish({})
     return path
 

@@ -33,6 +33,7 @@ def check(out: dict, repeats: int = 1) -> None:
         ("reviser", ["--samples", "4", "--max-tokens", "16", "--batch-size", "2"]),
         ("judge", ["--prompts", "3", "--n", "2", "--sample-tokens", "8", "--batch-size", "2"]),
         ("best_of", ["--prompts", "3", "--n", "3", "--sample-tokens", "8", "--batch-size", "2"]),
+        ("evaluate", ["--prompts", "3", "--sample-tokens", "8", "--batch-size", "2"]),
     ],
 )
 def test_model_benchmarks_run(engine, name: str, argv: list[str], capsys) -> None:
@@ -45,6 +46,8 @@ def test_model_benchmarks_run(engine, name: str, argv: list[str], capsys) -> Non
         assert out["workload"]["pairs"] == 3  # 3 prompts x 1 pair, both sides
     if name == "best_of":
         assert out["workload"]["judgments"] == 6  # 3 prompts x (3 - 1)
+    if name == "evaluate":
+        assert out["workload"]["pairs"] == 3 and out["target"] == 0.9  # 3 prompts, candidate vs baseline
 
 
 def test_critic_client_benchmark_and_the_table(tmp_path: Path) -> None:
@@ -62,3 +65,16 @@ def test_critic_client_benchmark_and_the_table(tmp_path: Path) -> None:
 
     rendered = table([out, {"benchmark": "judge", "error": "exit 1"}])
     assert f"**{out['ratio_median']}**" in rendered and "| judge | failed: exit 1 |" in rendered
+
+
+@pytest.mark.engine
+def test_judge_precision_study_runs(engine) -> None:
+    """The precision study judges the same pairs with bf16, a float32 head and a float32 model
+    (each a real engine of its own, loaded one after another)."""
+    import judge_precision
+
+    out = judge_precision.main(["--prompts", "3", "--n", "2", "--repeats", "1"])
+    assert out["pairs"] == 3 and set(out["engines"]) == {"bf16", "bf16 + fp32 head", "fp32"}
+    reference = out["engines"]["fp32"]
+    assert reference["max_abs_diff_vs_fp32"] == 0 and reference["verdict_changes_vs_fp32"] == 0
+    assert all(e["judging_s"] > 0 and e["distinct_probabilities"] >= 1 for e in out["engines"].values())

@@ -32,7 +32,9 @@ pytestmark = pytest.mark.engine
 SEED = int(os.environ.get("SEFTGEN_KILL_SEED", "20261124"))
 # A soak outside CI: SEFTGEN_SOAK=N repeats every stage's kills N times (CI: once).
 SOAK = int(os.environ.get("SEFTGEN_SOAK", "1"))
-SMALL_ENGINE = ["--memory-share", "0.15"]  # on CPU a share of ALL RAM; the session holds its own
+# On CPU a share of ALL RAM (the session holds its own); two sequences at once, so a run of a few
+# prompts keeps only a few batches in flight and a kill lands mid-run.
+SMALL_ENGINE = ["--memory-share", "0.15", "--max-num-seqs", "2"]
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ needs_axolotl = pytest.mark.skipif(find_axolotl() is None, reason="needs axolotl
 def tiny(recipe: str, tmp_path: Path, **changes) -> Path:
     """A shipped recipe cut down to a few prompts and tokens, with small engines."""
     data = yaml.safe_load((REPO / "recipes" / f"{recipe}.yaml").read_text())
-    # The first 10 demo prompts split 2/8 by prompt id, so both rounds get prompts (the first 7
-    # all hash to shard 1).
+    # The first 10 demo prompts: the recipe's eval holds out 4 of them (prompt-id hash below 0.25);
+    # the other 6 split 2/4 between the rounds (split_rounds), so both rounds get prompts.
     data["prompts"]["limit"] = 10
     data["sample"]["max_tokens"] = 16
     data["engine"] = {"memory_share": 0.15}  # on CPU a share of ALL RAM; the session holds its own
@@ -66,6 +66,20 @@ def test_two_seft_rounds_train_and_chain(engine, tmp_path: Path) -> None:
     assert Path(two["next_policy"], "config.json").is_file()
     # Fresh prompts per round (split_rounds: 2).
     assert not set(read_run(work / "round-1" / "samples")["prompt_id"]) & set(samples2["prompt_id"])
+    # Held-out evaluation after each trained round, with one fixed judge (the starting policy).
+    eval_ids = set(read_run(work / "eval" / "round-0" / "samples")["prompt_id"])
+    trained_ids = set(read_run(work / "round-1" / "samples")["prompt_id"]) | set(samples2["prompt_id"])
+    assert len(eval_ids) == 4 and not eval_ids & trained_ids
+    assert "vs_previous" not in one["eval"] and set(two["eval"]) >= {"vs_start", "vs_previous"}
+    for plan, name in ((one, "vs_start"), (two, "vs_start"), (two, "vs_previous")):
+        summary = plan["eval"][name]
+        assert summary["prompts"] == 4 and summary["judged"] == 4, summary
+        assert 0 <= summary["ci95"][0] <= summary["win_rate"] <= summary["ci95"][1] <= 1
+        evals = read_run(plan["eval"]["runs"][name], "evals")
+        assert (evals["candidate_model"] == plan["next_policy"]).all()
+        assert set(evals["prompt_id"]) == eval_ids and (evals["model"] == one["eval"]["judge"]).all()
+    assert (read_run(work / "round-2" / "eval" / "vs-previous")["baseline_model"] == one["next_policy"]).all()
+    assert one["time"]["eval"]["total_s"] > 0
     # A rerun skips what is done: no stage writes rows, no step trains again.
     assert run_cli("round", recipe, "-k", "2", "--train", "--preset", "cpu", "--workdir", work, "--base-dir", REPO) == 0
     again = json.loads((work / "round-2" / "round.json").read_text())

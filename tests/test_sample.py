@@ -159,3 +159,18 @@ def test_a_failing_batch_stops_the_run_and_keeps_the_batches_before_it(engine, t
         run_batches(store, iter(range(8)), process, engine=engine, batch_size=2, total=8, label="t")
     assert sorted(read_run(tmp_path / "run")["prompt_id"]) == [f"{i:016x}" for i in range(4)]
     assert load_manifest(tmp_path / "run").status == "interrupted"
+
+
+def test_enough_batches_in_flight_to_fill_the_engine(engine) -> None:
+    """Small batches still keep vLLM's batch full: one more batch than its capacity holds."""
+    from types import SimpleNamespace
+
+    from seftgen.stages.runner import MAX_IN_FLIGHT, in_flight
+
+    assert engine.capacity == engine.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+    assert in_flight(SimpleNamespace(overlaps=True, capacity=32), 8) == 5
+    assert in_flight(SimpleNamespace(overlaps=True, capacity=32), 256) == 2  # never fewer than two
+    assert in_flight(SimpleNamespace(overlaps=True, capacity=None), 8) == 2  # capacity unknown (APIs)
+    assert in_flight(SimpleNamespace(overlaps=True, capacity=256), 1) == MAX_IN_FLIGHT
+    assert in_flight(SimpleNamespace(overlaps=False, capacity=256), 8) == 1
+    assert in_flight(None, 8) == 1

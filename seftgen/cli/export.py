@@ -163,6 +163,14 @@ def round_report(result) -> None:
         console.print("  next:\n    " + "\n    ".join(result.commands))
     if result.next_policy:
         console.print(f"  next round's policy: {result.next_policy}")
+    if result.eval:
+        from seftgen.evaluation.stats import headline
+
+        if "skipped" in result.eval:
+            console.print(f"  [dim]·[/] eval skipped: {result.eval['skipped']}")
+        for name in ("vs_start", "vs_previous"):
+            if name in result.eval:
+                console.print(f"  [green]✓[/] eval {name.replace('_', ' ')}: {headline(result.eval[name])}")
     time_report(result)
     console.print(f"  plan: {result.dir / 'round.json'}")
 
@@ -250,8 +258,33 @@ def release_cmd(
     console.print(f"[green]✓[/] {'built' if dry_run else 'uploaded'}: {result.url or result.folder}")
 
 
+def report_cmd(
+    workdir: Annotated[Path, typer.Argument(help="A `seftgen round` workdir (round-*/round.json).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for report.png and report.html (default WORKDIR/report).")
+    ] = None,
+) -> None:
+    """Draw the rounds (report.png) and write a page to browse their rows (report.html).
+
+    The PNG shows the win rate per round with its 95% interval (recipe `eval`), the rows kept and
+    labelled per round, the score distributions and the judges' position consistency. The page is
+    one self-contained file: original vs revised as a word diff, labels, critic feedback and
+    scores, judged pairs with both orders' probabilities, filterable by round, label, kept, reason.
+
+    [bold]Example[/]
+
+      seftgen round seft --rounds 1-2 --train --workdir runs/demo && seftgen report runs/demo
+    """
+    from seftgen.evaluation.report import write_report
+
+    made = write_report(workdir, out)
+    console.print(f"[green]✓[/] report of {made.rounds} round(s), {made.rows} rows to browse")
+    console.print(f"  {made.png}\n  {made.html}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("release")(release_cmd)
     app.command("export-axolotl")(export_axolotl_cmd)
     app.command("round")(round_cmd)
     app.command("validate")(validate_cmd)
+    app.command("report")(report_cmd)

@@ -1,4 +1,4 @@
-"""Commands that run a model: sample, revise, judge, best-of."""
+"""Commands that run a model: sample, revise, judge, best-of, evaluate."""
 
 from __future__ import annotations
 
@@ -27,9 +27,12 @@ from seftgen.cli.options import (
     with_engine_options,
 )
 from seftgen.cli.report import report
+from seftgen.console import console
 from seftgen.defaults import defaults_of
 from seftgen.engines import EngineSpec
 from seftgen.errors import UserError
+from seftgen.evaluation.evaluate import evaluate
+from seftgen.evaluation.stats import headline
 from seftgen.io.readers import PromptColumns
 from seftgen.io.store import Shard
 from seftgen.stages.judge import best_of, judge_pairs
@@ -42,6 +45,7 @@ _SEFT = defaults_of(revise_seft)
 _SRT = defaults_of(revise_srt)
 _JUDGE = defaults_of(judge_pairs)
 _BEST_OF = defaults_of(best_of)
+_EVALUATE = defaults_of(evaluate)
 
 
 ConstrainOpt = Annotated[
@@ -293,8 +297,58 @@ def best_of_cmd(
     report(result, "best-of")
 
 
+@with_engine_options
+def evaluate_cmd(
+    candidate: Annotated[Path, typer.Argument(help="Sample run of the policy being evaluated.")],
+    baseline: Annotated[Path, typer.Argument(help="Sample run of the policy it is compared with.")],
+    out: OutOpt,
+    template: TemplateOpt = _EVALUATE["template"],
+    verdict: VerdictOpt = _EVALUATE["verdict"],
+    tie_margin: Annotated[
+        float,
+        typer.Option(
+            "--tie-margin", min=0.0, max=1.0, help="A verdict whose margin |2*score-1| is below this is a tie."
+        ),
+    ] = _EVALUATE["tie_margin"],
+    limit: LimitOpt = _EVALUATE["limit"],
+    batch_size: BatchSizeOpt = _EVALUATE["batch_size"],
+    constrain: ConstrainOpt = _EVALUATE["constrain"],
+    resume: ResumeOpt = True,
+    *,
+    spec: EngineSpec,
+) -> None:
+    """Win rate of CANDIDATE over BASELINE: each common prompt judged pairwise, in both orders.
+
+    The judge ([bold]--model[/]) reads the first sample of each prompt from both runs, once with
+    the candidate shown first and once second. A prompt is a win, a loss or a tie (the orders
+    disagree, or the margin is below --tie-margin). The summary gives the win rate (ties count
+    half) with a 95% bootstrap interval, position consistency, mean lengths, and the win rate
+    within length buckets (is the gain only longer answers?). Rows go to an `evals` run.
+
+    [bold]Example[/]
+
+      seftgen evaluate runs/r2/eval-samples runs/r0/eval-samples -o runs/r2/eval-vs-r0 -m judge/
+    """
+    result = evaluate(
+        candidate,
+        baseline,
+        out,
+        spec,
+        template=template,
+        verdict=verdict,
+        tie_margin=tie_margin,
+        limit=limit,
+        batch_size=batch_size,
+        constrain=constrain,
+        resume=resume,
+    )
+    report(result, "evaluate")
+    console.print(f"  [bold]{headline(result.summary)}[/]")
+
+
 def register(app: typer.Typer) -> None:
     app.command("sample")(sample_cmd)
     app.command("revise")(revise_cmd)
     app.command("judge")(judge_cmd)
     app.command("best-of")(best_of_cmd)
+    app.command("evaluate")(evaluate_cmd)

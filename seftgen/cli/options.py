@@ -47,6 +47,14 @@ ApiKeyEnvOpt = Annotated[
     str, typer.Option("--api-key-env", help="Environment variable holding the API key.", rich_help_panel=ENGINE)
 ]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="vLLM weight dtype.", rich_help_panel=ENGINE)]
+HeadDtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--head-dtype",
+        help="vLLM lm_head (logits) dtype; float32 gives a judge fine-grained probabilities (bf16: steps of 0.125).",
+        rich_help_panel=ENGINE,
+    ),
+]
 MaxModelLenOpt = Annotated[int, typer.Option("--max-model-len", help="vLLM context length.", rich_help_panel=ENGINE)]
 MemoryShareOpt = Annotated[
     float | None,
@@ -60,6 +68,15 @@ MemoryShareOpt = Annotated[
 ]
 TensorParallelOpt = Annotated[
     int, typer.Option("--tensor-parallel", help="vLLM tensor parallel size (GPUs per model).", rich_help_panel=ENGINE)
+]
+MaxNumSeqsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-num-seqs",
+        min=1,
+        help="vLLM: sequences decoded together (default vLLM's); lower it to save memory.",
+        rich_help_panel=ENGINE,
+    ),
 ]
 SeedOpt = Annotated[
     int, typer.Option("--seed", help="Engine-level seed, recorded in every row.", rich_help_panel=ENGINE)
@@ -158,9 +175,11 @@ ENGINE_OPTIONS: list[tuple[str, Any, Any]] = [
         ("base_url", BaseUrlOpt),
         ("api_key_env", ApiKeyEnvOpt),
         ("dtype", DtypeOpt),
+        ("head_dtype", HeadDtypeOpt),
         ("max_model_len", MaxModelLenOpt),
         ("memory_share", MemoryShareOpt),
         ("tensor_parallel", TensorParallelOpt),
+        ("max_num_seqs", MaxNumSeqsOpt),
         ("seed", SeedOpt),
         ("chat_template", ChatTemplateOpt),
         ("concurrency", ConcurrencyOpt),

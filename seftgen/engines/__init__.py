@@ -37,9 +37,11 @@ class EngineSpec:
     kind: EngineKind = EngineKind.VLLM
     # vLLM
     dtype: str = "bfloat16"
+    head_dtype: str | None = None  # lm_head (logits) dtype; "float32": fine-grained judge probabilities
     max_model_len: int = 2048
     memory_share: float | None = None  # None: 0.9 with CUDA, 0.3 on CPU (see default_memory_share)
     tensor_parallel_size: int = 1
+    max_num_seqs: int | None = None  # sequences decoded together; None: vLLM's default (256 on CPU)
     seed: int = 0
     chat_template: str | None = None  # path to a Jinja chat template file
     # OpenAI-compatible
@@ -82,9 +84,11 @@ def get_engine(spec: EngineSpec) -> Engine:
     # What vLLM needs wherever it runs: in this process or in Ray actors.
     local = {
         "dtype": spec.dtype,
+        "head_dtype": spec.head_dtype,
         "max_model_len": spec.max_model_len,
         "memory_share": spec.memory_share,
         "tensor_parallel_size": spec.tensor_parallel_size,
+        "max_num_seqs": spec.max_num_seqs,
         "seed": spec.seed,
     }
     if spec.kind == EngineKind.VLLM:

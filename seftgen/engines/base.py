@@ -75,13 +75,16 @@ class Engine(ABC):
 
     `overlaps`: calls may come from two threads at once and share the running batch, so the stage
     runner starts the next batch while the current one finishes (no drain at batch boundaries,
-    and the engine stays busy while parts are written). `startup_s`: how long loading took."""
+    and the engine stays busy while parts are written). `capacity`: sequences the engine runs
+    at once (vLLM's max_num_seqs), so the runner keeps that many rows in flight even with small
+    batches; None when unknown. `startup_s`: how long loading took."""
 
     kind: EngineKind
     model: str
     seed: int
     chat_template: str | None
     overlaps: bool = False
+    capacity: int | None = None
 
     def __init__(self) -> None:
         self.usage = Usage()
@@ -123,6 +126,10 @@ class Engine(ABC):
     ) -> list[dict[str, float] | None]:
         """For each conversation ending in an assistant prefix: the probability of each candidate
         string as the very next token (0.0 when outside the top 20), or None if the call failed."""
+
+    def check_answer_tokens(self, candidates: tuple[str, ...]) -> None:  # noqa: B027 - optional hook
+        """Raise a UserError unless each candidate is a single token of this model; engines
+        that hold the tokenizer check it before any work starts (an API cannot be asked)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (engines are cached per process and closed at exit)."""

@@ -29,9 +29,11 @@ class RayEngine(Engine):
         replicas: int = 1,
         batch_size: int = 64,
         dtype: str = "bfloat16",
+        head_dtype: str | None = None,
         max_model_len: int = 2048,
         memory_share: float | None = None,
         tensor_parallel_size: int = 1,
+        max_num_seqs: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -54,6 +56,10 @@ class RayEngine(Engine):
             "seed": seed,
             "max_logprobs": TOP_LOGPROBS,
         }
+        if max_num_seqs is not None:
+            engine_kwargs["max_num_seqs"] = max_num_seqs
+        if head_dtype is not None:
+            engine_kwargs["hf_overrides"] = {"head_dtype": head_dtype}
         placement = None
         if cpu_only:  # vLLM's CPU backend: multiprocessing executor, CPU-only bundles (no GPU asked)
             engine_kwargs |= {"distributed_executor_backend": "mp", "enforce_eager": True}
@@ -126,6 +132,10 @@ class RayEngine(Engine):
             generations.append(gen)
         self.count(requests=len(rows))
         return generations
+
+    def check_answer_tokens(self, candidates: tuple[str, ...]) -> None:
+        for cand in candidates:
+            answer_token_id(self.tokenizer, cand, self.model)
 
     def next_token_probs(
         self, conversations: list[Messages], candidates: tuple[str, ...]

@@ -5,6 +5,11 @@ its own requests are finished. Calls may overlap from two threads: they share on
 whichever caller is waiting steps it and hands each finished output to the call it belongs to.
 So the stage runner can enqueue the next batch while the current one's longest sequences finish,
 and vLLM's EngineCore (its own process) keeps generating while the caller parses and writes.
+
+A step holds the engine lock while it waits for EngineCore's next output, and a thread that
+releases a lock usually takes it straight back: a caller waiting to enqueue could wait for many
+steps while the engine runs below its width. So enqueueing has priority: steppers stand aside
+(`_turn`) while any caller is waiting to enqueue.
 """
 
 from __future__ import annotations
@@ -55,9 +60,11 @@ class VLLMEngine(Engine):
         model: str,
         *,
         dtype: str = "bfloat16",
+        head_dtype: str | None = None,
         max_model_len: int = 2048,
         memory_share: float | None = None,
         tensor_parallel_size: int = 1,
+        max_num_seqs: int | None = None,
         seed: int = 0,
         chat_template: str | None = None,
     ) -> None:
@@ -73,32 +80,47 @@ class VLLMEngine(Engine):
             gpu_memory_utilization=memory_share or default_memory_share(),
             tensor_parallel_size=tensor_parallel_size,
             seed=seed,
+            **({"max_num_seqs": max_num_seqs} if max_num_seqs else {}),
+            # bf16 logits put judge probabilities on a coarse grid (README, "Judge precision").
+            **({"hf_overrides": {"head_dtype": head_dtype}} if head_dtype else {}),
             # No CUDA graph capture: start-up stays short for data stages, and the CPU backend has none.
             enforce_eager=True,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.capacity = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
         self._template_override = chat_template
         self.chat_template = chat_template or getattr(self.tokenizer, "chat_template", None)
         self._lock = threading.Lock()  # one thread at a time enqueues or steps the engine
+        self._turn = threading.Condition()  # steppers wait here while callers wait to enqueue
+        self._enqueuing = 0
         self._waiting: dict[str, tuple[_Call, int]] = {}  # request id -> (its call, its slot)
 
     def _chat(self, conversations: list[Messages], sampling: Any, continue_final: bool) -> list[Any]:
         """`LLM.chat`, except that several calls may run at once (see the module docstring)."""
         call = _Call([None] * len(conversations), len(conversations))
-        with self._lock:
-            ids = self.llm.enqueue_chat(
-                conversations,
-                sampling,
-                use_tqdm=False,
-                chat_template=self._template_override,
-                add_generation_prompt=not continue_final,
-                continue_final_message=continue_final,
-            )
-            # Outputs carry the id given to the engine; vLLM appends a random suffix internally.
-            for slot, request_id in enumerate(ids):
-                self._waiting[request_id.split("-")[0]] = (call, slot)
+        with self._turn:
+            self._enqueuing += 1
+        try:
+            with self._lock:
+                ids = self.llm.enqueue_chat(
+                    conversations,
+                    sampling,
+                    use_tqdm=False,
+                    chat_template=self._template_override,
+                    add_generation_prompt=not continue_final,
+                    continue_final_message=continue_final,
+                )
+                # Outputs carry the id given to the engine; vLLM appends a random suffix internally.
+                for slot, request_id in enumerate(ids):
+                    self._waiting[request_id.split("-")[0]] = (call, slot)
+        finally:
+            with self._turn:
+                self._enqueuing -= 1
+                self._turn.notify_all()
         try:
             while call.left:
+                with self._turn:
+                    self._turn.wait_for(lambda: self._enqueuing == 0)
                 with self._lock:
                     if call.left:
                         self._step()
@@ -143,6 +165,10 @@ class VLLMEngine(Engine):
             completion_tokens=sum(c.completion_tokens for g in results for c in g.completions),
         )
         return results
+
+    def check_answer_tokens(self, candidates: tuple[str, ...]) -> None:
+        for cand in candidates:
+            answer_token_id(self.tokenizer, cand, self.model)
 
     def next_token_probs(
         self, conversations: list[Messages], candidates: tuple[str, ...]

@@ -21,6 +21,7 @@ import polars as pl
 
 from seftgen.choices import RunStatus
 from seftgen.errors import UserError
+from seftgen.evaluation.stats import headline
 from seftgen.io.manifest import Manifest
 from seftgen.io.schema import PROVENANCE
 from seftgen.io.store import load_manifest, read_run, write_parquet_atomic
@@ -102,8 +103,9 @@ def _card_body(repo_id: str, configs: list[ConfigPart], include_rejected: bool) 
             f"- rows: {c.rows.height}",
             f"- stage: `{m.stage}`, run `{m.run_id}`",
         ]
-        if rnd := _round_of(c.run_dir):
-            lines.append(f"- round: {rnd}")
+        plan = _plan_near(c.run_dir)
+        if plan:
+            lines.append(f"- round: {plan.get('round')}")
         models = sorted(set(c.rows["model"].to_list())) if c.rows.height else []
         lines.append(f"- models: {', '.join(f'`{Path(x).name}`' for x in models) or 'none'}")
         if "policy_model" in c.rows.columns and c.rows.height:
@@ -122,6 +124,14 @@ def _card_body(repo_id: str, configs: list[ConfigPart], include_rejected: bool) 
             )
         for reason, n in (summary.get("not_kept_by_reason") or {}).items():
             lines.append(f"- removed by `{reason}`: {n}")
+        if m.table == "evals":
+            lines.append(f"- evaluation (candidate vs baseline): {headline(summary)}")
+            for bucket, b in (summary.get("by_length") or {}).items():
+                lines.append(f"  - {bucket}: win rate {b['win_rate']:.3f} over {b['prompts']} prompts")
+        evals = (plan or {}).get("eval") or {}
+        for name, label in (("vs_start", "round 0 (the starting policy)"), ("vs_previous", "the previous round")):
+            if name in evals:
+                lines.append(f"- this round's trained policy vs {label}: {headline(evals[name])}")
         for reason, n in c.left_out.items():
             lines.append(f"- left out of this release ({reason}): {n}")
         totals = m.totals
@@ -144,9 +154,21 @@ def _card_body(repo_id: str, configs: list[ConfigPart], include_rejected: bool) 
     return "\n".join(lines)
 
 
-def _round_of(run_dir: Path) -> int | None:
-    plan = run_dir.parent / "round.json"
-    return json.loads(plan.read_text()).get("round") if plan.is_file() else None
+def _plan_near(run_dir: Path) -> dict[str, Any] | None:
+    """The round.json of the round a run belongs to (round-K/<run> or round-K/eval/<run>)."""
+    for folder in (run_dir.parent, run_dir.parent.parent):
+        if (plan := folder / "round.json").is_file():
+            return json.loads(plan.read_text())
+    return None
+
+
+def _report_image(parts: list[ConfigPart]) -> Path | None:
+    """The workdir's `seftgen report` chart, when the released runs come from one that has it."""
+    for p in parts:
+        for folder in (p.run_dir.parent, p.run_dir.parent.parent):
+            if (folder / "round.json").is_file() and (png := folder.parent / "report" / "report.png").is_file():
+                return png
+    return None
 
 
 def build_release(
@@ -189,7 +211,12 @@ def build_release(
             for p in parts
         ],
     )
-    card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{_card_body(repo_id, parts, include_rejected)}")
+    body = _card_body(repo_id, parts, include_rejected)
+    if (png := _report_image(parts)) is not None:
+        shutil.copyfile(png, folder / "report.png")
+        title, _, rest = body.partition("\n")
+        body = f"{title}\n\n![Rounds: win rate, kept rows, scores, judge consistency](report.png)\n{rest}"
+    card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
     card.save(folder / "README.md")
     return Release(folder, parts)
 

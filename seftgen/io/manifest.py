@@ -143,7 +143,7 @@ class Manifest:
 
 # What each manifest field means (`seftgen schema` prints it; a test keeps it equal to the fields).
 MANIFEST_DOCS: dict[str, str] = {
-    "table": "Table the parts hold (`samples`, `revisions`, `pairs`, `best_of`, `sft`).",
+    "table": "Table the parts hold (`samples`, `revisions`, `pairs`, `best_of`, `sft`, `evals`).",
     "stage": "Stage that wrote the run: " + ", ".join(f"`{s}`" for s in Stage) + ".",
     "config": "The stage's settings (input run, model, engine, template and hash, parameters, seed).",
     "config_hash": "Hash of `config`; a resume with other settings is refused.",
@@ -218,6 +218,7 @@ RUN_KINDS: tuple[RunKind, ...] = (
     RunKind("best_of", Stage.BEST_OF, "best_of", "SELF-JUDGE", {TrainKind.SFT: "best-of"}),
     RunKind("reviser_sft", Stage.BUILD_REVISER_DATA, "sft", "SEFT", {TrainKind.SFT: "seft-reviser"}),
     RunKind("jsft", Stage.BUILD_JSFT_DATA, "sft", "SELF-JUDGE", {TrainKind.SFT: "jsft"}),
+    RunKind("evals", Stage.EVALUATE, "evals", None, {}),
 )
 
 

@@ -111,7 +111,7 @@ PAIRS = Table(
         Column("p_a_ba", pl.Float64, "P(label of response a) with order BA, i.e. P(' B') share."),
         Column("score_a", pl.Float64, "(p_a_ab + p_a_ba) / 2: the judge's preference for a."),
         Column("consistent", pl.Boolean, "Both orders prefer the same response."),
-        Column("margin", pl.Float64, "|score_a - 0.5| * 2, from 0 (tie) to 1 (certain)."),
+        Column("margin", pl.Float64, "abs(2 score_a - 1), from 0 (tie) to 1 (certain)."),
         Column("chosen", pl.String, "Preferred response text."),
         Column("rejected", pl.String, "Other response text."),
         Column("chosen_idx", pl.Int32, "sample_idx of the chosen response."),
@@ -155,7 +155,37 @@ SFT = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (SAMPLES, REVISIONS, PAIRS, BEST_OF, SFT)}
+EVALS = Table(
+    "evals",
+    "Pairwise evaluation of a candidate run against a baseline run, one row per common prompt.",
+    ("prompt_id",),
+    (
+        *_PROMPT,
+        Column("candidate", pl.String, "Candidate response (the first sample of the prompt in the candidate run)."),
+        Column("baseline", pl.String, "Baseline response (the first sample of the prompt in the baseline run)."),
+        Column("candidate_tokens", pl.Int32, "Tokens of the candidate response (its sample's completion_tokens)."),
+        Column("baseline_tokens", pl.Int32, "Tokens of the baseline response."),
+        Column("p_c_first", pl.Float64, "Judge's P(candidate) share with the candidate shown first (order CB)."),
+        Column("p_c_second", pl.Float64, "Judge's P(candidate) share with the candidate shown second (order BC)."),
+        Column("score", pl.Float64, "(p_c_first + p_c_second) / 2: the judge's preference for the candidate."),
+        Column("consistent", pl.Boolean, "Both orders prefer the same response."),
+        Column("margin", pl.Float64, "abs(2 score - 1), from 0 (tie) to 1 (certain)."),
+        Column(
+            "outcome",
+            pl.String,
+            "`win`, `loss` or `tie` for the candidate (tie: the orders disagree or a small margin).",
+        ),
+        Column("reason", pl.String, "Why the prompt has no verdict (the judge gave no answer token), else null."),
+        Column("raw", pl.String, "Text-verdict mode: the judge's replies; logprob mode: null."),
+        Column("candidate_model", pl.String, "Model that wrote the candidate response."),
+        Column("baseline_model", pl.String, "Model that wrote the baseline response."),
+        Column("candidate_run_id", pl.String, "Run id of the candidate samples run."),
+        Column("baseline_run_id", pl.String, "Run id of the baseline samples run."),
+        *PROVENANCE,
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (SAMPLES, REVISIONS, PAIRS, BEST_OF, SFT, EVALS)}
 
 
 def schema_markdown() -> str:

@@ -23,9 +23,19 @@ from seftgen.choices import RunStatus, Stage
 from seftgen.errors import UserError
 from seftgen.io.manifest import MANIFEST, Attempt, Manifest, write_json_atomic
 from seftgen.io.schema import TABLES, Table
-from seftgen.provenance import stable_hash, utc_now
+from seftgen.provenance import holdout_point, stable_hash, utc_now
 
-__all__ = ["MANIFEST", "Manifest", "RunStore", "Shard", "load_manifest", "read_run", "scan_run", "write_json_atomic"]
+__all__ = [
+    "MANIFEST",
+    "Holdout",
+    "Manifest",
+    "RunStore",
+    "Shard",
+    "load_manifest",
+    "read_run",
+    "scan_run",
+    "write_json_atomic",
+]
 PARTS = "parts"
 
 
@@ -48,6 +58,22 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """A split of a prompt source by prompt-id hash: a `fraction` of the prompts is held out for
+    evaluation and never trained on. `heldout` takes that part (eval), else the rest (training)."""
+
+    fraction: float = 0.0
+    heldout: bool = False
+
+    def keeps(self, prompt_id: str) -> bool:
+        return (holdout_point(prompt_id) < self.fraction) == self.heldout
+
+    def as_dict(self) -> dict[str, Any] | None:
+        """For run configs: None when nothing is held out (older configs stay the same)."""
+        return None if self.fraction <= 0 and not self.heldout else {"fraction": self.fraction, "heldout": self.heldout}
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:

@@ -50,13 +50,7 @@ def _open(
     source = source_info(samples, "samples", out)
     tpl = load_template(template)
     judge = Judge(ensure_engine(engine), tpl, verdict, constrain)
-    params = {
-        "verdict": verdict,
-        "answer_tokens": list(judge.tokens),
-        "assistant_prefix": judge.prefix,
-        "constrained": judge.constrained,
-        **extra,
-    }
+    params = judge.settings | extra
     config = downstream_config(source, judge.engine, tpl, params)
     store = RunStore.open(out, table, stage, config, shard=shard, resume=resume)
     return judge, store, params

@@ -97,6 +97,16 @@ class Judge:
     def prefix(self) -> str:
         return str(self.template.get("assistant_prefix", ""))
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What a run records about its judge (its params; a resume compares them)."""
+        return {
+            "verdict": self.verdict,
+            "answer_tokens": list(self.tokens),
+            "assistant_prefix": self.prefix,
+            "constrained": self.constrained,
+        }
+
     def prompt(self, messages: Messages, first: str, second: str) -> Messages:
         """The judge's user turn for (instruction, first response, second response)."""
         user = self.template.render("user", instruction=instruction_text(messages), response_a=first, response_b=second)

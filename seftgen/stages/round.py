@@ -28,8 +28,10 @@ import polars as pl
 from seftgen.engines import EngineSpec, cached_engines, release_engines
 from seftgen.engines.base import SamplingConfig
 from seftgen.errors import UserError
+from seftgen.evaluation.evaluate import evaluate
 from seftgen.export.axolotl import ExportResult, export_axolotl
-from seftgen.io.store import load_manifest, scan_run, write_json_atomic
+from seftgen.io.readers import PromptColumns
+from seftgen.io.store import Holdout, load_manifest, scan_run, write_json_atomic
 from seftgen.recipes import (
     ModelRef,
     Recipe,
@@ -39,6 +41,7 @@ from seftgen.recipes import (
     prompt_columns,
     round_shard,
     sampling_of,
+    training_holdout,
 )
 from seftgen.stages.build_data import build_jsft_data, build_reviser_data
 from seftgen.stages.common import StageResult
@@ -65,6 +68,7 @@ class RoundResult:
     skipped: dict[str, str] = field(default_factory=dict)
     blocked: str | None = None  # why the round stopped before its end (a model not trained yet)
     next_policy: str | None = None
+    eval: dict[str, Any] | None = None  # held-out evaluation of the trained policy (recipe `eval`)
     timing: dict[str, float] = field(default_factory=dict)  # seconds per stage / export / training step
     seconds: float = 0.0  # the whole round
 
@@ -274,6 +278,7 @@ def run_round(
             limit=recipe.prompts.limit,
             batch_size=recipe.sample.batch_size,
             shard=round_shard(recipe.prompts, round_k),
+            holdout=training_holdout(recipe),
         ),
     )
     outputs[RoundStage.SAMPLE] = samples
@@ -298,6 +303,17 @@ def run_round(
     next_step = recipe.training.next_policy or next((s.name for s in reversed(recipe.train) if not s.once), None)
     if not result.blocked and next_step and next_step not in result.skipped:
         result.next_policy = result.models.get(next_step)
+
+    # 5. Held-out evaluation of the trained policy, against round 0 and the previous round.
+    if recipe.eval is not None and not result.blocked:
+        trained = (
+            result.next_policy if result.next_policy and (Path(result.next_policy) / "config.json").is_file() else None
+        )
+        if trained is None:
+            result.eval = {"skipped": "no trained policy in this round (run it with --train)"}
+        else:
+            say(f"round {round_k}: evaluating {trained} on held-out prompts")
+            result.eval = timed("eval", lambda: evaluate_round(recipe, workdir, round_k, trained, callers_engines))
     result.seconds = round(time.monotonic() - began, 1)
     write_json_atomic(rdir / PLAN, _plan_of(recipe, result, outputs))
     return result
@@ -366,6 +382,59 @@ def _model_stages(recipe: Recipe, samples: Path) -> list[ModelStage]:
     return stages
 
 
+START = "round-0"  # the starting policy's eval samples, under the workdir's eval folder
+
+
+def evaluate_round(recipe: Recipe, workdir: Path, round_k: int, trained: str, keep: set[EngineSpec]) -> dict[str, Any]:
+    """Sample the eval prompts with the trained policy (and, once, with the starting policy), then
+    judge round K against round 0 and against round K-1 with one fixed judge."""
+    ev = recipe.eval
+    assert ev is not None
+    start = recipe.policy
+    if ev.source is not None:
+        source, columns = recipe.resolve(ev.source), PromptColumns(ev.prompt_column, ev.messages_column)
+        limit, holdout = None, Holdout()
+    else:
+        source, columns = recipe.resolve(recipe.prompts.source), prompt_columns(recipe.prompts)
+        limit, holdout = recipe.prompts.limit, Holdout(ev.holdout, heldout=True)
+    params = SamplingConfig(n=1, temperature=ev.temperature, max_tokens=ev.max_tokens or recipe.sample.max_tokens)
+
+    def answers(model: str, out: Path) -> Path:
+        spec = engine_for(recipe, ModelRef(model=model), model)
+        sample(source, out, spec, columns=columns, params=params, limit=limit, holdout=holdout, max_prompts=ev.prompts)
+        return out
+
+    runs = {f"round-{round_k}": answers(trained, workdir / f"round-{round_k}" / "eval" / "samples")}
+    release_engines(keep)  # the trained policy is done; the start model samples and judges next
+    runs[START] = answers(start, workdir / "eval" / START / "samples")  # once: later rounds resume it
+    previous = workdir / f"round-{round_k - 1}" / "eval" / "samples"
+    judge_ref = ev.judge.model_copy(update={"model": start if ev.judge.model == "start" else ev.judge.model})
+    judge = engine_for(recipe, judge_ref, start)
+    out: dict[str, Any] = {"prompts": load_manifest(runs[START]).rows, "judge": judge.model, "runs": {}}
+    baselines = {"vs_start": runs[START]}
+    if round_k > 1:
+        baselines["vs_previous"] = previous
+    for name, baseline in baselines.items():
+        if not (baseline / "manifest.json").is_file():
+            out[name] = {"skipped": f"no eval samples of the previous round ({baseline})"}
+            continue
+        run = workdir / f"round-{round_k}" / "eval" / name.replace("_", "-")
+        evaluated = evaluate(
+            runs[f"round-{round_k}"],
+            baseline,
+            run,
+            judge,
+            template=ev.template,
+            verdict=ev.verdict,
+            tie_margin=ev.tie_margin,
+        )
+        out[name] = evaluated.summary
+        out["runs"][name] = str(run)
+        out["judge"] = load_manifest(run).config["model"]  # the resolved model, as its rows name it
+    release_engines(keep)
+    return out
+
+
 def _check_steps(recipe: Recipe) -> None:
     names = [s.name for s in recipe.train]
     for step in recipe.train:
@@ -414,6 +483,7 @@ def _plan_of(recipe: Recipe, result: RoundResult, outputs: dict[RoundStage, Path
         "skipped_training_steps": result.skipped,
         "blocked": result.blocked,
         "commands": result.commands,
+        "eval": result.eval,
         "time": time_table(result),
     }
 

@@ -41,11 +41,12 @@ def run_batches(
 ) -> StageResult:
     """Process `items` in batches and write one part per batch, in order.
 
-    With an engine that `overlaps`, two batches are in flight: batch k+1 is processed on a worker
-    thread while batch k's last sequences finish and its part is written, so the engine neither
-    drains at batch boundaries nor idles during writes. Otherwise batches run one after another."""
+    With an engine that `overlaps`, several batches are in flight on worker threads: enough to
+    fill the engine (`capacity` rows, at least two batches), so it neither drains at batch
+    boundaries nor runs below its batch width with small `batch_size`, and stays busy while a
+    part is written. Parts are still written in order. Otherwise batches run one after another."""
     result = StageResult(store.root, resumed=len(store.done))
-    depth = 2 if engine is not None and engine.overlaps else 1
+    depth = in_flight(engine, batch_size)
     started = engine.take_startup() if engine is not None else 0.0
     timing = {"engine_start_s": started, "generation_s": 0.0, "write_s": 0.0}
     start = time.monotonic()
@@ -77,6 +78,18 @@ def run_batches(
         }
         store.set_timing(result.timing)
     return result
+
+
+MAX_IN_FLIGHT = 64  # batches (threads); beyond this, batches are big enough to fill any engine
+
+
+def in_flight(engine: Engine | None, batch_size: int) -> int:
+    """Batches to keep in flight: one more than fills the engine, so the next is queued when one
+    finishes (vLLM keeps surplus requests waiting, so filling past capacity costs nothing)."""
+    if engine is None or not engine.overlaps:
+        return 1
+    fill = -(-engine.capacity // batch_size) if engine.capacity else 1
+    return min(max(2, fill + 1), MAX_IN_FLIGHT)
 
 
 class _Batch(Generic[T]):

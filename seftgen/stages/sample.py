@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 from seftgen.choices import Stage
@@ -10,7 +12,7 @@ from seftgen.engines.base import Engine, SamplingConfig
 from seftgen.errors import UserError
 from seftgen.io.readers import Prompt, PromptColumns, iter_prompts
 from seftgen.io.schema import SAMPLES
-from seftgen.io.store import RunStore, Shard, check_out_dir
+from seftgen.io.store import Holdout, RunStore, Shard, check_out_dir
 from seftgen.provenance import shard_of
 from seftgen.stages.common import StageResult, chat_template_hash, ensure_engine, finish, provenance
 from seftgen.stages.runner import run_batches
@@ -26,9 +28,15 @@ def sample(
     limit: int | None = None,
     batch_size: int = 256,
     shard: Shard = Shard(),
+    holdout: Holdout = Holdout(),
+    max_prompts: int | None = None,
     resume: bool = True,
 ) -> StageResult:
     """Sample `params.n` responses per prompt of `source` into the run folder `out`.
+
+    `limit` caps the prompts read from `source`; `holdout` then takes the training part or the
+    held-out part of them (a recipe's eval split), `shard` one shard of that, and `max_prompts`
+    the first N of what is left.
 
     The input is validated in a first streaming pass, so a bad row stops the run before the model
     is busy and before anything is written. Prompts are then sent in batches of `batch_size`; each
@@ -36,18 +44,30 @@ def sample(
     in flight, and a rerun (resume) skips every finished prompt.
     """
     check_out_dir(Path(out))
+
+    def mine(p: Prompt) -> bool:
+        return holdout.keeps(p.prompt_id) and shard_of(p.prompt_id, shard.count) == shard.index
+
+    def selected() -> Iterator[Prompt]:
+        return islice((p for p in iter_prompts(source, columns, limit) if mine(p)), max_prompts)
+
     total = wanted = 0
-    for p in iter_prompts(source, columns, limit):
+    for p in iter_prompts(source, columns, limit):  # the validating pass
         total += 1
-        wanted += shard_of(p.prompt_id, shard.count) == shard.index
+        wanted += mine(p)
+    wanted = min(wanted, max_prompts or wanted)
     if not total:
         raise UserError("no prompts in the input", file=source)
+    if not wanted and holdout.heldout:
+        raise UserError(f"no prompt falls in the held-out {holdout.fraction:.0%} of the input", file=source)
     engine = ensure_engine(engine)
     chat_hash = chat_template_hash(engine)
     config = {
         "input": str(Path(source).resolve()) if Path(source).exists() else source,
         "columns": columns.__dict__,
         "limit": limit,
+        **({"holdout": h} if (h := holdout.as_dict()) else {}),
+        **({"max_prompts": max_prompts} if max_prompts else {}),
         "model": engine.model,
         "engine": engine.kind,
         "template_hash": chat_hash,
@@ -81,12 +101,7 @@ def sample(
                 )
         return rows, failures
 
-    todo = (
-        p
-        for p in iter_prompts(source, columns, limit)
-        if shard_of(p.prompt_id, shard.count) == shard.index
-        and not all((p.prompt_id, i) in store.done for i in range(params.n))
-    )
+    todo = (p for p in selected() if not all((p.prompt_id, i) in store.done for i in range(params.n)))
     remaining = wanted - len(store.done) // max(params.n, 1)
     result = run_batches(store, todo, process, engine=engine, batch_size=batch_size, total=remaining, label="sample")
     return finish(store, result, {"prompts": wanted, "samples_per_prompt": params.n})

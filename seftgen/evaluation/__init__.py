@@ -1,0 +1,1 @@
+"""Evaluation beside the stages: did a round's policy beat the one it started from?"""
