@@ -41,17 +41,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=3, help="timed judging runs per engine")
     args = parser.parse_args(argv)
 
-    from seftgen.engines import EngineSpec, get_engine, release_engines
+    from seftgen.engines import EngineSpec, cached_engines, get_engine, release_engines
     from seftgen.io.store import read_run
     from seftgen.stages.judging import Judge
     from seftgen.templates import load_template
 
+    callers = cached_engines()  # a caller's engines (the test suite's) stay open
     tmp = tempfile.TemporaryDirectory()
     small = {"memory_share": 0.15}
     samples = demo_samples(
         get_engine(EngineSpec(model=args.model, **small)), Path(tmp.name) / "s", args.prompts, args.n, 64
     )
-    release_engines()
+    release_engines(callers)
     rows = read_run(samples).sort("prompt_id", "sample_idx")
     triples = [
         (a["messages"], a["response"], b["response"])
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             scores[name] = judge.judge(triples)
             times.append(time.perf_counter() - start)
         seconds[name] = sorted(times)[len(times) // 2]
-        release_engines()
+        release_engines(callers)
     reference = scores["fp32"]
     out: dict[str, Any] = {"pairs": len(triples), "judgments": 2 * len(triples), "engines": {}}
     for name, got in scores.items():

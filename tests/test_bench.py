@@ -70,11 +70,15 @@ def test_critic_client_benchmark_and_the_table(tmp_path: Path) -> None:
 @pytest.mark.engine
 def test_judge_precision_study_runs(engine) -> None:
     """The precision study judges the same pairs with bf16, a float32 head and a float32 model
-    (each a real engine of its own, loaded one after another)."""
+    (each a real engine of its own, loaded one after another), and closes only its own engines."""
     import judge_precision
+
+    from seftgen.engines.base import SamplingConfig
 
     out = judge_precision.main(["--prompts", "3", "--n", "2", "--repeats", "1"])
     assert out["pairs"] == 3 and set(out["engines"]) == {"bf16", "bf16 + fp32 head", "fp32"}
+    hello = [[{"role": "user", "content": "Hi"}]]
+    assert engine.generate(hello, SamplingConfig(max_tokens=2))[0].completions  # the caller's engine is open
     reference = out["engines"]["fp32"]
     assert reference["max_abs_diff_vs_fp32"] == 0 and reference["verdict_changes_vs_fp32"] == 0
     assert all(e["judging_s"] > 0 and e["distinct_probabilities"] >= 1 for e in out["engines"].values())

@@ -40,8 +40,8 @@ def sample(
 
     The input is validated in a first streaming pass, so a bad row stops the run before the model
     is busy and before anything is written. Prompts are then sent in batches of `batch_size`; each
-    batch becomes one atomically written part file, so an interrupted run loses at most the batch
-    in flight, and a rerun (resume) skips every finished prompt.
+    batch becomes one atomically written part file, so an interrupted run loses at most the batches
+    in flight (about one engine's width of prompts), and a rerun (resume) skips every finished prompt.
     """
     check_out_dir(Path(out))
 
