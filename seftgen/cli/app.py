@@ -55,6 +55,9 @@ def _options(
     ctx.with_resource(tools_to_log(log, enabled=not verbose))
 
 
+INTERRUPTED = 130  # the shell's exit code for a process stopped by SIGINT
+
+
 def _terminate(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
@@ -67,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
         code = app(args=args, standalone_mode=False, obj={"help": bool({"-h", "--help"} & set(args))})
+        if code == INTERRUPTED:  # Typer turns a KeyboardInterrupt inside a command into Exit(130)
+            raise KeyboardInterrupt
         if isinstance(code, int) and code:  # without standalone mode, click returns typer.Exit's code
             sys.exit(code)
     except UserError as err:
@@ -74,11 +79,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         warn("interrupted: finished parts are kept; rerun the same command to resume")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except typer.TyperException as exc:  # usage: a bad option value, a missing argument (click's, vendored)
         show = getattr(exc, "show", None)
         if show is None:

@@ -30,13 +30,14 @@ from seftgen.cli.report import report
 from seftgen.console import console
 from seftgen.defaults import defaults_of
 from seftgen.engines import EngineSpec
+from seftgen.engines.openai_batch import BATCH_ROWS
 from seftgen.errors import UserError
 from seftgen.evaluation.evaluate import evaluate
 from seftgen.evaluation.stats import headline
 from seftgen.io.readers import PromptColumns
 from seftgen.io.store import Shard
 from seftgen.stages.judge import best_of, judge_pairs
-from seftgen.stages.revise import revise_seft, revise_srt
+from seftgen.stages.revise import SRT_BATCH_SIZE, revise_seft, revise_srt
 from seftgen.stages.sample import sample
 
 # The library's defaults, shown and used by the options below (one source per default).
@@ -156,7 +157,7 @@ def revise_cmd(
             "--batch-size",
             min=1,
             help=f"Samples per engine call and part file; default {_SEFT['batch_size']} (reviser), "
-            f"{_SRT['batch_size']} (critic).",
+            f"{SRT_BATCH_SIZE} (critic; {BATCH_ROWS:,} with --batch-api).",
             rich_help_panel=RUN,
         ),
     ] = None,

@@ -112,6 +112,25 @@ PriceInOpt = Annotated[
 PriceOutOpt = Annotated[
     float, typer.Option("--price-out", help="API engine: USD per million completion tokens.", rich_help_panel=ENGINE)
 ]
+BatchApiOpt = Annotated[
+    bool,
+    typer.Option(
+        "--batch-api",
+        help="API engine: send requests through the Batch API (Files + Batches endpoints): half price, results "
+        "within 24 h. Give list prices to --price-in/--price-out; totals charge half. A rerun reattaches to "
+        "batches still running and pays for nothing twice.",
+        rich_help_panel=ENGINE,
+    ),
+]
+BatchPollOpt = Annotated[
+    float,
+    typer.Option(
+        "--batch-poll",
+        min=0.01,
+        help="Batch API: seconds to the first status check (then 1.5x, up to 60).",
+        rich_help_panel=ENGINE,
+    ),
+]
 
 RAY = "Engine: ray"
 RayAddressOpt = Annotated[
@@ -189,6 +208,8 @@ ENGINE_OPTIONS: list[tuple[str, Any, Any]] = [
         ("timeout", TimeoutOpt),
         ("price_in", PriceInOpt),
         ("price_out", PriceOutOpt),
+        ("batch_api", BatchApiOpt),
+        ("batch_poll", BatchPollOpt),
         ("ray_address", RayAddressOpt),
         ("replicas", ReplicasOpt),
         ("ray_batch_size", RayBatchOpt),

@@ -52,8 +52,10 @@ class EngineSpec:
     tpm: float | None = None
     max_retries: int = 5
     timeout: float = 120.0
-    price_in: float = 0.0
+    price_in: float = 0.0  # list prices, USD per million tokens (the Batch API is charged half)
     price_out: float = 0.0
+    batch_api: bool = False  # requests through the provider's Files and Batches endpoints
+    batch_poll: float = 10.0  # seconds before the first status check of a batch (then 1.5x, up to 60)
     # Ray Data LLM
     ray_address: str | None = None
     replicas: int = 1
@@ -73,6 +75,8 @@ def _read_template(path: str | None) -> str | None:
 
 
 def get_engine(spec: EngineSpec) -> Engine:
+    if spec.batch_api and spec.kind != EngineKind.OPENAI:
+        raise UserError("--batch-api is for API engines: add --engine openai (or --critic openai) and --base-url")
     if spec.kind in (EngineKind.VLLM, EngineKind.RAY):
         # 'demo', a relative path and a symlink to the same folder are one model: one engine.
         spec = replace(spec, model=resolve_model(spec.model))
@@ -96,14 +100,18 @@ def get_engine(spec: EngineSpec) -> Engine:
 
         engine = VLLMEngine(spec.model, chat_template=_read_template(spec.chat_template), **local)
     elif spec.kind == EngineKind.OPENAI:
+        from seftgen.engines.openai_batch import OpenAIBatchEngine
         from seftgen.engines.openai_engine import OpenAIEngine
 
         if not spec.base_url:
             raise UserError("--engine openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         if spec.model == DEMO:
             raise UserError("with --engine openai, --model names the served model (see GET /v1/models)")
-        engine = OpenAIEngine(
+        api = OpenAIBatchEngine if spec.batch_api else OpenAIEngine
+        batch = {"poll": spec.batch_poll} if spec.batch_api else {}
+        engine = api(
             spec.model,
+            **batch,
             base_url=spec.base_url,
             api_key_env=spec.api_key_env,
             concurrency=spec.concurrency,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
 from seftgen.choices import EngineKind
 
@@ -70,6 +73,17 @@ def _add(usage: Usage, deltas: dict[str, float]) -> None:
         setattr(usage, name, getattr(usage, name) + value)
 
 
+class BatchJournal(Protocol):
+    """Where an engine that submits provider batches records them (a run folder: its files under
+    `root`, the entries in its manifest), so a rerun finds them again. Entries are keyed by `file`."""
+
+    root: Path
+
+    def batches(self) -> list[dict[str, Any]]: ...
+
+    def record_batch(self, entry: dict[str, Any]) -> None: ...
+
+
 class Engine(ABC):
     """A loaded model. `kind` and `model` go into every row's provenance.
 
@@ -85,6 +99,7 @@ class Engine(ABC):
     chat_template: str | None
     overlaps: bool = False
     capacity: int | None = None
+    batch_rows: int | None = None
 
     def __init__(self) -> None:
         self.usage = Usage()
@@ -115,14 +130,19 @@ class Engine(ABC):
 
     @abstractmethod
     def generate(
-        self, conversations: list[Messages], params: SamplingConfig, *, continue_final: bool = False
+        self,
+        conversations: list[Messages],
+        params: SamplingConfig,
+        *,
+        continue_final: bool = False,
+        ids: Sequence[str] | None = None,
     ) -> list[Generation]:
         """One Generation per conversation, in order. With `continue_final`, the last (assistant)
         message is a prefix the model continues instead of a finished turn."""
 
     @abstractmethod
     def next_token_probs(
-        self, conversations: list[Messages], candidates: tuple[str, ...]
+        self, conversations: list[Messages], candidates: tuple[str, ...], *, ids: Sequence[str] | None = None
     ) -> list[dict[str, float] | None]:
         """For each conversation ending in an assistant prefix: the probability of each candidate
         string as the very next token (0.0 when outside the top 20), or None if the call failed."""
@@ -130,6 +150,10 @@ class Engine(ABC):
     def check_answer_tokens(self, candidates: tuple[str, ...]) -> None:  # noqa: B027 - optional hook
         """Raise a UserError unless each candidate is a single token of this model; engines
         that hold the tokenizer check it before any work starts (an API cannot be asked)."""
+
+    def bind(self, journal: BatchJournal) -> None:  # noqa: B027 - optional hook
+        """The run folder this engine's next calls belong to (the stage runner binds it); engines
+        that submit provider batches record them there."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (engines are cached per process and closed at exit)."""

@@ -16,7 +16,7 @@ import math
 import os
 import random
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from seftgen.choices import EngineKind
@@ -87,7 +87,7 @@ class OpenAIEngine(Engine):
             )
         return self._async_client
 
-    def _run(self, body: dict[str, Any], conversations: list[Messages]) -> list[Any]:
+    def _run(self, body: dict[str, Any], conversations: list[Messages], ids: Sequence[str] | None = None) -> list[Any]:
         """One chat completion per conversation (the same `body` besides the messages),
         concurrently; replies are the JSON bodies as dicts, exceptions are returned, not raised.
 
@@ -191,7 +191,12 @@ class OpenAIEngine(Engine):
 
     # -- Engine API ------------------------------------------------------------------------------
     def generate(
-        self, conversations: list[Messages], params: SamplingConfig, *, continue_final: bool = False
+        self,
+        conversations: list[Messages],
+        params: SamplingConfig,
+        *,
+        continue_final: bool = False,
+        ids: Sequence[str] | None = None,
     ) -> list[Generation]:
         extra = dict(CONTINUE_FINAL) if continue_final else {}
         if params.regex and self.constrains:
@@ -204,7 +209,7 @@ class OpenAIEngine(Engine):
             body["top_p"] = params.top_p
         if params.stop:
             body["stop"] = list(params.stop)
-        replies = _checked(self._run(body | extra, conversations), _choices)
+        replies = _checked(self._run(body | extra, conversations, ids), _choices)
         self._account(replies)
         results = []
         for reply in replies:
@@ -222,7 +227,7 @@ class OpenAIEngine(Engine):
         return results
 
     def next_token_probs(
-        self, conversations: list[Messages], candidates: tuple[str, ...]
+        self, conversations: list[Messages], candidates: tuple[str, ...], *, ids: Sequence[str] | None = None
     ) -> list[dict[str, float] | None]:
         body = {
             "model": self.model,
@@ -232,7 +237,7 @@ class OpenAIEngine(Engine):
             "top_logprobs": TOP_LOGPROBS,
             **CONTINUE_FINAL,
         }
-        replies = _checked(self._run(body, conversations), _top_logprobs)
+        replies = _checked(self._run(body, conversations, ids), _top_logprobs)
         self._account(replies)
         results: list[dict[str, float] | None] = []
         for reply in replies:

@@ -10,6 +10,7 @@ that used all `max_tokens` is recorded as `length`, others as `stop`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from seftgen.choices import EngineKind
@@ -102,7 +103,12 @@ class RayEngine(Engine):
         return sorted(results, key=lambda r: r["row"])
 
     def generate(
-        self, conversations: list[Messages], params: SamplingConfig, *, continue_final: bool = False
+        self,
+        conversations: list[Messages],
+        params: SamplingConfig,
+        *,
+        continue_final: bool = False,
+        ids: Sequence[str] | None = None,
     ) -> list[Generation]:
         # The chat-template stage continues a final assistant message by itself (continue_final).
         sampling = {"temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_tokens}
@@ -138,16 +144,16 @@ class RayEngine(Engine):
             answer_token_id(self.tokenizer, cand, self.model)
 
     def next_token_probs(
-        self, conversations: list[Messages], candidates: tuple[str, ...]
+        self, conversations: list[Messages], candidates: tuple[str, ...], *, ids: Sequence[str] | None = None
     ) -> list[dict[str, float] | None]:
-        ids = {cand: answer_token_id(self.tokenizer, cand, self.model) for cand in candidates}
+        answer_ids = {cand: answer_token_id(self.tokenizer, cand, self.model) for cand in candidates}
         sampling = {"temperature": 0.0, "max_tokens": 1, "logprobs": TOP_LOGPROBS}
         out = self._run([{"row": i, "messages": c, "sampling_params": sampling} for i, c in enumerate(conversations)])
         results: list[dict[str, float] | None] = []
         for r in out:
             top = (r["logprobs"] or [{}])[0] or {}
             top = {int(k): v for k, v in top.items()}
-            results.append({c: math.exp(top[i]["logprob"]) if i in top else 0.0 for c, i in ids.items()})
+            results.append({c: math.exp(top[i]["logprob"]) if i in top else 0.0 for c, i in answer_ids.items()})
             self.count(prompt_tokens=r["prompt_tokens"], completion_tokens=1)
         self.count(requests=len(out))
         return results

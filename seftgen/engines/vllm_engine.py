@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,7 +143,12 @@ class VLLMEngine(Engine):
                 call.left -= 1
 
     def generate(
-        self, conversations: list[Messages], params: SamplingConfig, *, continue_final: bool = False
+        self,
+        conversations: list[Messages],
+        params: SamplingConfig,
+        *,
+        continue_final: bool = False,
+        ids: Sequence[str] | None = None,
     ) -> list[Generation]:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
@@ -171,17 +177,17 @@ class VLLMEngine(Engine):
             answer_token_id(self.tokenizer, cand, self.model)
 
     def next_token_probs(
-        self, conversations: list[Messages], candidates: tuple[str, ...]
+        self, conversations: list[Messages], candidates: tuple[str, ...], *, ids: Sequence[str] | None = None
     ) -> list[dict[str, float] | None]:
         from vllm import SamplingParams
 
-        ids = {cand: answer_token_id(self.tokenizer, cand, self.model) for cand in candidates}
+        answer_ids = {cand: answer_token_id(self.tokenizer, cand, self.model) for cand in candidates}
         sampling = SamplingParams(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
         results: list[dict[str, float] | None] = []
         outs = self._chat(conversations, sampling, continue_final=True)
         for out in outs:
             top = out.outputs[0].logprobs[0] if out.outputs[0].logprobs else {}
-            results.append({c: math.exp(top[i].logprob) if i in top else 0.0 for c, i in ids.items()})
+            results.append({c: math.exp(top[i].logprob) if i in top else 0.0 for c, i in answer_ids.items()})
         self.count(
             requests=len(conversations),
             prompt_tokens=sum(len(o.prompt_token_ids or []) for o in outs),

@@ -87,6 +87,7 @@ class Manifest:
     summary: dict[str, Any] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
     merged_from: list[dict[str, Any]] | None = None
+    batches: list[dict[str, Any]] | None = None
 
     @property
     def method(self) -> str | None:
@@ -103,8 +104,9 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if self.merged_from is None:
-            data.pop("merged_from")
+        for optional in ("merged_from", "batches"):
+            if data[optional] is None:
+                data.pop(optional)
         return data
 
     @classmethod
@@ -163,6 +165,11 @@ MANIFEST_DOCS: dict[str, str] = {
     "summary": "The stage's summary (kept, labels, reasons rows were not kept, scores, consistency).",
     "failures": "Rows that failed on the engine side in the last attempt (not written; a rerun retries them).",
     "merged_from": "`seftgen merge` only: the shard runs joined (path, run_id, shard, rows).",
+    "batches": "`--batch-api` only: one entry per provider batch, recorded before it is waited for: `file` "
+    "(its requests, under `batches/` in the run folder), `phase` (the calls it holds: `critique`, "
+    "`score-original,score-refined`, ...), `requests`, `input_file_id`, `id` (the batch), `status` "
+    "(`uploading`, `creating`, then the provider's), and once ended `output_file_id`, `error_file_id`, "
+    "`errors`. A rerun reattaches to these instead of submitting again.",
 }
 
 

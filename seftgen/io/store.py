@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,15 @@ def scan_run(run_dir: str | Path, table: str | None = None) -> pl.LazyFrame:
     return pl.scan_parquet(files)
 
 
+_SAVE_LOCK = threading.RLock()
+
+
+def upsert(entries: list[dict[str, Any]], entry: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """`entries` with `entry` replacing the one with the same `key` in place, or appended."""
+    out = [dict(entry) if e[key] == entry[key] else e for e in entries]
+    return out if any(e[key] == entry[key] for e in entries) else [*out, dict(entry)]
+
+
 @dataclass
 class RunStore:
     """A run folder being written by one stage (one attempt).
@@ -205,7 +215,19 @@ class RunStore:
             self.done = set(keys.iter_rows())
 
     def _save(self) -> None:
-        self.manifest.save(self.root)
+        with _SAVE_LOCK:  # batch engines record batches from worker threads
+            self.manifest.save(self.root)
+
+    # The BatchJournal protocol (engines/base.py): provider batches, recorded in the manifest.
+    def batches(self) -> list[dict[str, Any]]:
+        with _SAVE_LOCK:
+            return [dict(e) for e in self.manifest.batches or []]
+
+    def record_batch(self, entry: dict[str, Any]) -> None:
+        """Insert or update (by `file`) a provider batch, saved at once: it must survive a kill."""
+        with _SAVE_LOCK:
+            self.manifest.batches = upsert(self.manifest.batches or [], entry, "file")
+        self._save()
 
     def write(self, rows: list[dict[str, Any]]) -> int:
         """Write rows as one new part file (atomically); return how many were new."""
@@ -230,9 +252,10 @@ class RunStore:
         """Accumulate counters (tokens, cost, failures) over every attempt of the run."""
         if not totals:
             return
-        self.manifest.add_totals(totals)
-        for key, value in totals.items():
-            self._attempt.totals[key] = self._attempt.totals.get(key, 0) + value
+        with _SAVE_LOCK:
+            self.manifest.add_totals(totals)
+            for key, value in totals.items():
+                self._attempt.totals[key] = self._attempt.totals.get(key, 0) + value
         self._save()
 
     def set_timing(self, timing: dict[str, float]) -> None:

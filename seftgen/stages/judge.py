@@ -96,7 +96,10 @@ def judge_pairs(
 
     def process(groups: list[Group]) -> tuple[list[dict], list[dict]]:
         pairs = [p for g in groups for p in pending(g)]
-        scores = judge.judge([(a["messages"], a["response"], b["response"]) for a, b in pairs])
+        scores = judge.judge(
+            [(a["messages"], a["response"], b["response"]) for a, b in pairs],
+            keys=[f"{a['prompt_id']}:{a['sample_idx']}:{b['sample_idx']}" for a, b in pairs],
+        )
         prov = provenance(judge.engine, store, judge.template.hash, params_json)
         rows, failures = [], []
         for (a, b), s in zip(pairs, scores, strict=True):

@@ -112,15 +112,20 @@ class Judge:
         user = self.template.render("user", instruction=instruction_text(messages), response_a=first, response_b=second)
         return [{"role": "user", "content": user}]
 
-    def judge(self, triples: list[tuple[Messages, str, str]]) -> list[PairScore]:
-        """Returns one PairScore per (messages, a, b); an engine failure becomes an error score."""
+    def judge(self, triples: list[tuple[Messages, str, str]], keys: list[str] | None = None) -> list[PairScore]:
+        """Returns one PairScore per (messages, a, b); an engine failure becomes an error score.
+        `keys` name the triples (row keys): each call's request id is `<key>:<call>:<order>`."""
         convs = [self.prompt(m, a, b) for m, a, b in triples] + [self.prompt(m, b, a) for m, a, b in triples]
         k = len(triples)
+
+        def ids(call: str) -> list[str] | None:
+            return None if keys is None else [f"{key}:{call}-{order}" for order in ("ab", "ba") for key in keys]
+
         if self.verdict == Verdict.TEXT:
             fmt = self.template.output
             if fmt is None:
                 raise UserError("--verdict text needs a template with an 'output' format", file=self.template.path)
-            gens = self.engine.generate(convs, self._params(TEXT_VERDICT_PARAMS))
+            gens = self.engine.generate(convs, self._params(TEXT_VERDICT_PARAMS), ids=ids("verdict"))
             out = []
             for i in range(k):
                 g_ab, g_ba = gens[i], gens[k + i]
@@ -139,7 +144,7 @@ class Judge:
         raw_rationales: list[str | None] = [None] * len(convs)
         if self.template.get("rationale", False):
             # Principle judges explain first; the fixed prefix then follows the rationale.
-            gens = self.engine.generate(convs, self._params(RATIONALE_PARAMS))
+            gens = self.engine.generate(convs, self._params(RATIONALE_PARAMS), ids=ids("rationale"))
             for i, g in enumerate(gens):
                 text = "" if g.error else g.completions[0].text
                 raw_rationales[i] = text.split(self.prefix.strip())[0].strip() if self.prefix else text.strip()
@@ -147,7 +152,7 @@ class Judge:
             [*c, {"role": "assistant", "content": (f"{r}\n\n{self.prefix}" if r else self.prefix)}]
             for c, r in zip(convs, raw_rationales, strict=True)
         ]
-        probs = self.engine.next_token_probs(prefixed, self.tokens)
+        probs = self.engine.next_token_probs(prefixed, self.tokens, ids=ids("verdict"))
         out = []
         for i in range(k):
             p_ab, p_ba = probs[i], probs[k + i]

@@ -39,6 +39,7 @@ from seftgen.stages.parsing import parse_critic, parse_reviser, parse_score
 from seftgen.stages.runner import downstream_config, iter_run_rows, run_batches, source_info
 from seftgen.templates import PromptTemplate, instruction_text, load_template
 
+SRT_BATCH_SIZE = 64  # samples per call to an online critic
 SAMPLE_COLUMNS = ["prompt_id", "sample_idx", "messages", "response", "finish_reason", "model", "run_id"]
 
 
@@ -95,6 +96,11 @@ def _base_row(sample: dict[str, Any], method: str, prov: dict[str, Any]) -> dict
         "source_run_id": sample["run_id"],
         **prov,
     }
+
+
+def request_id(sample: dict[str, Any], call: str) -> str:
+    """The name of one model call for one row (a Batch API request's `custom_id`)."""
+    return f"{sample['prompt_id']}:{sample['sample_idx']}:{call}"
 
 
 def _failure(sample: dict[str, Any], error: str) -> dict[str, Any]:
@@ -166,7 +172,7 @@ def revise_srt(
     template: str = "srt_critic",
     score_template: str = "srt_score",
     max_tokens: int = 1024,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     shard: Shard = Shard(),
     resume: bool = True,
     constrain: bool = True,
@@ -175,7 +181,10 @@ def revise_srt(
 
     The critic's and the scorer's replies follow their templates' `output` formats (constrained
     decoding where the engine supports it); the feedback must hold weaknesses, a score and
-    suggestions (the paper's rule 1), and the refinement must score no lower (rule 2)."""
+    suggestions (the paper's rule 1), and the refinement must score no lower (rule 2).
+
+    `batch_size`: samples per engine call and part file; by default 64, or the engine's
+    `batch_rows` (10,000 through the Batch API, where every call is a provider batch)."""
     tpl = load_template(template)
     scorer = load_template(score_template)
     fmt, score_fmt = _need_format(tpl), _need_format(scorer)
@@ -209,22 +218,29 @@ def revise_srt(
                 for r in batch
             ],
             params,
+            ids=[request_id(r, "critique") for r in batch],
         )
         replies = [
             parse_critic(fmt, g.completions[0].text, feedback_fields) if not g.error else None for g in critiques
         ]
         # Separate scoring calls: the original, and the refinement with no feedback in view.
         to_score = [
-            (i, text)
+            (i, text, call)
             for i, (r, rep) in enumerate(zip(batch, replies, strict=True))
             if rep and rep.refinement
-            for text in (r["response"], rep.refinement)
+            for text, call in ((r["response"], "score-original"), (rep.refinement, "score-refined"))
         ]
         scored = (
-            s.engine.generate([score_prompt(batch[i], text) for i, text in to_score], score_params) if to_score else []
+            s.engine.generate(
+                [score_prompt(batch[i], text) for i, text, _ in to_score],
+                score_params,
+                ids=[request_id(batch[i], call) for i, _, call in to_score],
+            )
+            if to_score
+            else []
         )
         score_gens: dict[int, list[Generation]] = {}
-        for (i, _), gen in zip(to_score, scored, strict=True):
+        for (i, _, _), gen in zip(to_score, scored, strict=True):
             score_gens.setdefault(i, []).append(gen)
         prov = provenance(s.engine, s.store, template_id, params_json)
         rows, failures = [], []
@@ -267,6 +283,7 @@ def revise_srt(
             )
         return rows, failures
 
+    batch_size = batch_size or s.engine.batch_rows or SRT_BATCH_SIZE
     result = run_batches(
         s.store, s.todo, process, engine=s.engine, batch_size=batch_size, total=s.total, label="revise (SRT)"
     )

@@ -46,6 +46,8 @@ def run_batches(
     boundaries nor runs below its batch width with small `batch_size`, and stays busy while a
     part is written. Parts are still written in order. Otherwise batches run one after another."""
     result = StageResult(store.root, resumed=len(store.done))
+    if engine is not None:
+        engine.bind(store)  # provider batches are recorded in this run's manifest
     depth = in_flight(engine, batch_size)
     started = engine.take_startup() if engine is not None else 0.0
     timing = {"engine_start_s": started, "generation_s": 0.0, "write_s": 0.0}
@@ -115,7 +117,11 @@ class _Batch(Generic[T]):
             self._done.set()
 
     def result(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        self._done.wait()
+        # Wake up now and then: a signal the kernel hands to a worker thread only sets Python's
+        # flag, and the main thread runs the handler (Ctrl-C) when it next wakes; an untimed wait
+        # on a batch that takes hours (a provider batch) would never see it.
+        while not self._done.wait(0.2):
+            pass
         if self._error is not None:
             raise self._error
         assert self._out is not None
