@@ -25,7 +25,7 @@ from seftgen.io.readers import PromptColumns
 from seftgen.io.store import Holdout, Shard
 from seftgen.resources import resource_dir
 from seftgen.stages.judge import judge_pairs
-from seftgen.stages.revise import revise_seft, revise_srt
+from seftgen.stages.revise import revise_seft, revise_self, revise_srt
 from seftgen.stages.sample import sample
 
 
@@ -39,6 +39,8 @@ class RoundStage(StrEnum):
     BEST_OF = "best_of"  # tournament winners
     REVISER_DATA = "reviser_data"  # from preference records
     JSFT_DATA = "jsft_data"  # from preference records
+    SELF_SAMPLES = "self_samples"  # SRT stage 2: the stage-1 model's answers to new prompts
+    SELF_CRITIQUE = "self_critique"  # SRT stage 2: its own feedback, refinements and scores
 
     @property
     def folder(self) -> str:
@@ -58,6 +60,8 @@ _FOLDERS = {
     RoundStage.BEST_OF: "best-of",
     RoundStage.REVISER_DATA: "reviser-data",
     RoundStage.JSFT_DATA: "jsft-data",
+    RoundStage.SELF_SAMPLES: "stage2-samples",
+    RoundStage.SELF_CRITIQUE: "self-critique",
 }
 
 
@@ -117,11 +121,38 @@ class CritiqueStage(_Strict):
 
 class JudgeStage(_Strict):
     judge: ModelRef = ModelRef()
-    template: str = _JUDGE["template"]
+    template: str | list[str] = Field(_JUDGE["template"], description="One template, or principle judges (majority).")
     verdict: Verdict = _JUDGE["verdict"]
     min_margin: float = _JUDGE["min_margin"]
     require_consistent: bool = _JUDGE["require_consistent"]
     constrain: bool = _JUDGE["constrain"]
+
+
+_SELF = defaults_of(revise_self)
+
+
+class SelfCritiqueStage(_Strict):
+    """SRT stage 2: after stage 1 is trained, its model answers NEW prompts, then critiques,
+    refines and scores its own answers (`revise --self-critic`); pairs whose refinement scores
+    strictly higher train stage 2 (DPO)."""
+
+    model: ModelRef = Field(ModelRef(model="train:stage1"), description="The stage-1 model: 'train:STEP'.")
+    source: str | None = Field(None, description="Its own prompt source; default: a split of `prompts`.")
+    prompt_column: str = "prompt"
+    messages_column: str | None = None
+    split: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Without `source`: share of `prompts` (by prompt-id hash, after the eval split) kept for "
+        "stage 2; stage 1 never samples them.",
+    )
+    prompts: int | None = Field(None, ge=1, description="At most this many stage-2 prompts.")
+    sample: SampleStage = Field(SampleStage(temperature=0.7, top_p=0.9), description="How it answers them.")
+    template: str = _SELF["template"]
+    score_template: str = _SELF["score_template"]
+    max_tokens: int = _SELF["max_tokens"]
+    constrain: bool = _SELF["constrain"]
 
 
 _EVALUATE = defaults_of(evaluate)
@@ -168,6 +199,11 @@ class Training(_Strict):
     preset: str | None = Field(None, description="axolotl preset for every step: 'cpu', 'gpu' or a YAML file.")
     launcher: str | None = Field(None, description="axolotl --launcher; default 'python' without a GPU.")
     next_policy: str | None = Field(None, description="Step whose model is round K+1's policy (default: last).")
+    first_policy: str | None = Field(
+        None,
+        description="A step trained on preference data whose model is round 1's policy (SELF-JUDGE: 'jsft', so "
+        "self-training starts from the JSFT model).",
+    )
 
 
 class Recipe(_Strict):
@@ -177,9 +213,14 @@ class Recipe(_Strict):
     engine: dict[str, Any] = Field(default_factory=dict, description="vLLM engine options for local models.")
     prompts: Prompts
     preferences: str | None = Field(None, description="Preference records for reviser/JSFT data stages.")
+    preferences_preset: str = Field("seftgen", description="Their layout: seftgen, ultrafeedback or nectar.")
+    jsft_template: str | list[str] = Field(
+        "judge_general", description="JSFT judge template(s); the four principle_* for the reference's principles."
+    )
     sample: SampleStage = SampleStage()
     revise: ReviseStage | None = None
     critique: CritiqueStage | None = None
+    self_critique: SelfCritiqueStage | None = None
     judge: JudgeStage | None = None
     best_of: JudgeStage | None = None
     reviser_data: bool = False
@@ -200,7 +241,9 @@ def load_recipe(name_or_path: str, base_dir: str | Path | None = None) -> Recipe
     if not path.is_file():
         path = resource_dir("recipes") / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise UserError("recipe does not exist", file=name_or_path, hint="shipped: seft, self-judge, srt")
+        raise UserError(
+            "recipe does not exist", file=name_or_path, hint="shipped: seft, self-judge, self-judge-principles, srt"
+        )
     data = read_mapping(path, "recipe", empty_ok=True)
     try:
         return Recipe(**data, base_dir=Path(base_dir or Path.cwd()))
@@ -230,11 +273,26 @@ def prompt_columns(prompts: Prompts) -> PromptColumns:
     return PromptColumns(prompt=prompts.prompt_column, messages=prompts.messages_column, system=prompts.system)
 
 
+def _eval_share(recipe: Recipe) -> float:
+    return recipe.eval.holdout if recipe.eval is not None and recipe.eval.source is None else 0.0
+
+
+def _stage2_share(recipe: Recipe) -> float:
+    sc = recipe.self_critique
+    return sc.split if sc is not None and sc.source is None else 0.0
+
+
 def training_holdout(recipe: Recipe) -> Holdout:
-    """The training side of the prompts: without its own source, the eval set is held out."""
-    if recipe.eval is None or recipe.eval.source is not None:
-        return Holdout()
-    return Holdout(recipe.eval.holdout, heldout=False)
+    """The training side of the prompts: what is left after the eval split and SRT stage 2's
+    split (adjacent bands from 0 of the prompt-id hash), so neither is ever trained on in stage 1."""
+    held = _eval_share(recipe) + _stage2_share(recipe)
+    return Holdout(held, heldout=False) if held else Holdout()
+
+
+def stage2_holdout(recipe: Recipe) -> Holdout:
+    """SRT stage 2's prompts: the band after the eval split (disjoint from stage 1's and eval's)."""
+    share = _stage2_share(recipe)
+    return Holdout(share, heldout=True, start=_eval_share(recipe)) if share else Holdout()
 
 
 def round_shard(prompts: Prompts, round_k: int) -> Shard:

@@ -45,6 +45,8 @@ class PromptTemplate:
     def output(self) -> OutputFormat | None:
         """The reply format declared under `output:` (None for templates whose reply is not parsed)."""
         spec = self.data.get("output")
+        if isinstance(spec, dict) and "template" in spec:  # another template's format, declared once there
+            return _borrowed(spec, self.path)
         return None if spec is None else OutputFormat.from_template(spec, self.data, self.path)
 
     @cached_property
@@ -66,6 +68,19 @@ class PromptTemplate:
         return self.data.get(key, default)
 
 
+def _borrowed(spec: dict[str, Any], path: Path) -> OutputFormat:
+    """`output: {template: NAME, fields: [...]}`: NAME's declared format, or its leading `fields`
+    (a scoring call that stops after the score)."""
+    base = load_template(str(spec["template"])).output
+    if base is None:
+        raise UserError(f"template {spec['template']!r} declares no output format", file=path, field="output")
+    names = [f.name for f in base.fields]
+    wanted = [str(n) for n in spec.get("fields", names)]
+    if wanted != names[: len(wanted)] or not wanted:
+        raise UserError(f"output fields must be a leading part of {names}, got {wanted}", file=path, field="output")
+    return OutputFormat(base.fields[: len(wanted)])
+
+
 def template_names() -> list[str]:
     return sorted(p.stem for p in resource_dir("prompts").glob("*.yaml"))
 
@@ -78,8 +93,8 @@ def load_template(name_or_path: str) -> PromptTemplate:
         if not path.is_file():
             raise UserError(f"unknown template {name_or_path!r}", hint=f"shipped: {', '.join(template_names())}")
     data = read_mapping(path, "template")
-    if "user" not in data:
-        raise UserError("template must be a mapping with at least a 'user' field", file=path)
+    if "user" not in data and "stage1" not in data:  # self templates continue the sample's own turns
+        raise UserError("template must be a mapping with at least a 'user' (or 'stage1') field", file=path)
     template = PromptTemplate(data.get("name", path.stem), path, path.read_text(encoding="utf-8"), data)
     _ = template.output  # a bad `output:` declaration is reported now, before any model loads
     for field, text in data.items():  # and so is Jinja that does not compile

@@ -63,6 +63,7 @@ def revisions(path: Path, method: str) -> Path:
             "label": "keep" if method == "seft" else None,
             "kept": True,
             "revised": WEAK,
+            **({"revised_score": 7} if method == "srt" else {}),  # p1's other refinement, scored lower
         },
         {
             **base,
@@ -73,6 +74,8 @@ def revisions(path: Path, method: str) -> Path:
             "reason_kind": "parse",
         },
     ]
+    if method == "srt":  # a second prompt: its one refinement is its stage-1 target
+        rows.append({**base, "prompt_id": "p3", "sample_idx": 0, "label": None, "kept": True})
     return write_run(
         path, REVISIONS, "revise", {"method": method, "template": "srt_critic" if method == "srt" else "reviser"}, rows
     )

@@ -50,7 +50,11 @@ def test_cli_defaults_are_the_librarys(command, library) -> None:
     engine_names = {name for name, _, _ in ENGINE_OPTIONS}
     compared = 0
     # How the CLI's text options become library values.
-    as_library = {"shard": Shard.parse, "stop": lambda stop: tuple(stop or ())}
+    as_library = {
+        "shard": Shard.parse,
+        "stop": lambda stop: tuple(stop or ()),
+        "template": lambda given: given[0] if isinstance(given, list) and len(given) == 1 else given,
+    }
     for name, given in cli.items():
         key = {"tournament_seed": "seed", "sft": "include_sft"}.get(name, name)
         if name in engine_names or key not in lib:

@@ -46,8 +46,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ("jsft", "sft", "jsft", None),
         ("seft", "sft", "seft-policy", 2),
         ("seft", "dpo", "seft-dpo", 1),
-        ("srt", "sft", "srt-stage1", 2),
-        ("srt", "dpo", "srt-stage2", 2),
+        ("srt", "sft", "srt-stage1", 2),  # p1's two refinements: its best-scored one only; p3's
+        ("srt", "dpo", "srt-stage2", 3),
         ("pairs", "dpo", "self-judge-dpo", 1),
         ("best", "sft", "best-of", 1),
     ],
@@ -137,7 +137,7 @@ def test_axolotl_preprocess_reads_our_files_and_masks_the_prompt(runs, demo_mode
     sft = export_axolotl(runs["srt"], "sft", "demo", tmp_path / "sft.yml", preset="cpu")
     _preprocess(sft.config_path)
     ds = _prepared(sft.config)
-    assert ds.num_rows == 2
+    assert ds.num_rows == 2 and sft.left_out == 2  # p1's best refinement (score 8 over 7), p3's; p2 not kept
     for ex in ds:
         trained = tok.decode([t for t, lab in zip(ex["input_ids"], ex["labels"], strict=True) if lab != -100])
         masked = tok.decode([t for t, lab in zip(ex["input_ids"], ex["labels"], strict=True) if lab == -100])

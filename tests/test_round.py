@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
-from conftest import REPO, run_cli
+from conftest import REPO, SERVED_NAME, run_cli
 
 from seftgen.errors import UserError
 from seftgen.io.store import read_run
@@ -107,3 +108,63 @@ def test_rounds_and_recipe_errors(tmp_path: Path, capsys) -> None:
     assert run_cli("round", bad, "--workdir", tmp_path) == 2
     err = capsys.readouterr().err
     assert "field 'sample.temprature'" in err and str(bad) in err
+
+
+@needs_axolotl
+@pytest.mark.server
+def test_srt_stage2_comes_from_the_stage1_model_on_new_prompts(server, engine, tmp_path: Path) -> None:
+    """Stage 1 learns from the API critic (vllm serve); with --train, the stage-1 model answers the
+    stage-2 split of the prompts (never stage 1's), critiques and scores itself, and stage 2's DPO
+    starts from it."""
+    critic = {"model": SERVED_NAME, "engine": "openai", "base_url": server.base_url, "concurrency": 8}
+    recipe = tiny(
+        "srt",
+        tmp_path,
+        critique={"critic": critic, "max_tokens": 400},
+        self_critique={
+            "model": {"model": "train:stage1"},
+            "split": 0.5,
+            "sample": {"n": 2, "temperature": 0.7, "max_tokens": 16},
+            "max_tokens": 300,
+        },
+        eval=None,
+    )
+    work = tmp_path / "w"
+    assert run_cli("round", recipe, "--train", "--preset", "cpu", "--workdir", work, "--base-dir", REPO) == 0
+    plan = json.loads((work / "round-1" / "round.json").read_text())
+    stage1 = plan["models"]["stage1"]
+    assert Path(stage1, "config.json").is_file() and plan["training"]["stage1"]["losses"]
+    first = set(read_run(work / "round-1" / "samples")["prompt_id"])
+    second = read_run(work / "round-1" / "stage2-samples")
+    critiqued = read_run(work / "round-1" / "self-critique")
+    assert first and second.height and not first & set(second["prompt_id"])  # new prompts
+    assert (second["model"] == stage1).all() and (critiqued["model"] == stage1).all()
+    assert (critiqued["method"] == "srt-self").all() and critiqued.height == second.height
+    assert critiqued.filter("kept").select((pl.col("revised_score") > pl.col("original_score")).all()).item()
+    if critiqued["kept"].any():
+        stage2 = yaml.safe_load((work / "round-1" / "train-stage2.yml").read_text())
+        assert stage2["base_model"] == stage1 and stage2["rl"] == "dpo" and stage2["rl_beta"] == 0.01
+        assert plan["next_policy"] == plan["models"]["stage2"]
+    else:
+        assert "stage2" in plan["skipped_training_steps"]
+
+
+@needs_axolotl
+def test_self_judge_round_starts_from_jsft_and_judges_with_it(engine, tmp_path: Path) -> None:
+    """Round 1's policy is the JSFT model; the frozen JSFT model judges the samples (its path is
+    each pair's `model`), and DPO trains the policy."""
+    # Every judged pair is kept (the untrained JSFT model is rarely consistent in both orders), so DPO runs.
+    judge = {"judge": {"model": "train:jsft"}, "template": "judge_general", "require_consistent": False}
+    recipe = tiny("self-judge", tmp_path, eval=None, judge=judge)
+    work = tmp_path / "w"
+    blocked = run_round(load_recipe(str(recipe), REPO), work, 1)
+    assert blocked.blocked and "training step 'jsft'" in blocked.blocked and "sample" not in blocked.stages
+    assert run_cli("round", recipe, "--train", "--preset", "cpu", "--workdir", work, "--base-dir", REPO) == 0
+    plan = json.loads((work / "round-1" / "round.json").read_text())
+    jsft = plan["models"]["jsft"]
+    assert plan["policy"] == jsft and Path(jsft, "config.json").is_file()
+    assert (read_run(work / "round-1" / "samples")["model"] == jsft).all()
+    pairs = read_run(work / "round-1" / "pairs")
+    assert pairs.height and (pairs["model"] == jsft).all()
+    assert yaml.safe_load((work / "round-1" / "train-dpo.yml").read_text())["base_model"] == jsft
+    assert plan["training"]["dpo"]["losses"] and plan["next_policy"] == plan["models"]["dpo"]

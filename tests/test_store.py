@@ -6,6 +6,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+import polars as pl
 import pytest
 import rows
 
@@ -40,6 +41,17 @@ def test_write_skips_keys_already_written(tmp_path: Path) -> None:
     store = RunStore.open(run, PAIRS, "judge", {})
     again = read_run(run).to_dicts()
     assert store.write(again) == 0 and read_run(run).height == 5
+
+
+def test_parts_from_an_older_version_read_with_the_new_columns_null(tmp_path: Path) -> None:
+    """A run resumed by a newer seftgen: its older parts lack columns added since."""
+    run = many_pairs(tmp_path / "p", 3)
+    old = tmp_path / "p" / "parts" / "part-00000-000099-abcdef.parquet"
+    newer = read_run(run)
+    newer.head(1).with_columns(prompt_id=pl.lit("ffffffff00000000")).drop("principle_scores").write_parquet(old)
+    both = read_run(run)
+    assert both.height == 4 and both.schema == newer.schema
+    assert both.filter(pl.col("prompt_id") == "ffffffff00000000")["principle_scores"].to_list() == [None]
 
 
 def test_settings_and_shard_must_match_to_resume(tmp_path: Path) -> None:

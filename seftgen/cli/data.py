@@ -102,12 +102,15 @@ def build_jsft_data_cmd(
     out: OutOpt,
     preset: PresetOpt = "seftgen",
     template: Annotated[
-        str,
+        list[str],
         typer.Option(
             "--template",
-            help="judge_general, or a principle judge (judge_helpfulness, judge_harmlessness) that needs rationales.",
+            help="judge_general; the reference's decision-first principle judges (give each of principle_helpfulness, "
+            "principle_honesty, principle_instruction_following, principle_truthfulness; needs aspect ratings, "
+            "e.g. --preset ultrafeedback); or our rationale-first judge_helpfulness / judge_harmlessness (needs "
+            "a rationale column).",
         ),
-    ] = _JSFT["template"],
+    ] = [_JSFT["template"]],  # noqa: B006 - Typer's list default, never mutated
     min_gap: Annotated[
         float, typer.Option("--min-gap", help="Only pair responses whose ratings differ by at least this.")
     ] = _JSFT["min_gap"],
@@ -121,12 +124,19 @@ def build_jsft_data_cmd(
     rating_field: RatingFieldOpt = None,
     rationale_column: RationaleColOpt = None,
 ) -> None:
-    """SELF-JUDGE judge-augmented SFT data: SFT examples plus pairwise judge examples in both orders."""
+    """SELF-JUDGE judge-augmented SFT data: SFT examples plus pairwise judge examples in both orders.
+
+    [bold]Example[/] (the four principle judges from UltraFeedback-style records)
+
+      seftgen build-jsft-data data/demo/ultrafeedback.jsonl -o runs/jsft --preset ultrafeedback
+      --template principle_helpfulness --template principle_honesty
+      --template principle_instruction_following --template principle_truthfulness
+    """
     result = build_jsft_data(
         source,
         out,
         columns=_columns(preset, prompt_column, responses_column, text_field, rating_field, rationale_column),
-        template=template,
+        template=template[0] if len(template) == 1 else template,
         min_gap=min_gap,
         include_sft=sft,
         limit=limit,

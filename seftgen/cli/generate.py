@@ -37,7 +37,7 @@ from seftgen.evaluation.stats import headline
 from seftgen.io.readers import PromptColumns
 from seftgen.io.store import Shard
 from seftgen.stages.judge import best_of, judge_pairs
-from seftgen.stages.revise import SRT_BATCH_SIZE, revise_seft, revise_srt
+from seftgen.stages.revise import SRT_BATCH_SIZE, revise_seft, revise_self, revise_srt
 from seftgen.stages.sample import sample
 
 # The library's defaults, shown and used by the options below (one source per default).
@@ -83,6 +83,14 @@ def sample_cmd(
     stop: StopOpt = None,
     limit: LimitOpt = _SAMPLE["limit"],
     batch_size: BatchSizeOpt = _SAMPLE["batch_size"],
+    self_refine: Annotated[
+        bool,
+        typer.Option(
+            "--self-refine",
+            help="SRT at inference: the model (an SRT stage-1/2 model) refines each response once, with its own "
+            "feedback; `response` is the refinement, `initial` and `feedback` are kept.",
+        ),
+    ] = _SAMPLE["self_refine"],
     shard: ShardOpt = None,
     resume: ResumeOpt = True,
     *,
@@ -107,6 +115,7 @@ def sample_cmd(
         limit=limit,
         batch_size=batch_size,
         shard=Shard.parse(shard),
+        self_refine=self_refine,
         resume=resume,
     )
     report(result, "sample")
@@ -116,6 +125,18 @@ SamplesArg = Annotated[Path, typer.Argument(help="Run folder written by `seftgen
 TemplateOpt = Annotated[
     str, typer.Option("--template", help="Template name (see `seftgen templates list`) or YAML file.")
 ]
+JudgeTemplatesOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--template",
+        help="Judge template name or YAML file. Give it several times for a panel of principle judges "
+        "(e.g. the four principle_*): each judges every pair, the majority decides (ties by the mean score).",
+    ),
+]
+
+
+def _templates(given: list[str]) -> str | list[str]:
+    return given[0] if len(given) == 1 else given
 
 
 @with_engine_options
@@ -131,6 +152,14 @@ def revise_cmd(
     critic: Annotated[
         EngineKind | None,
         typer.Option("--critic", help="SRT: the critic's engine (openai: with --base-url and --model)."),
+    ] = None,
+    self_critic: Annotated[
+        str | None,
+        typer.Option(
+            "--self-critic",
+            help="SRT stage 2: the stage-1 model ('train:' output folder) critiques, refines and scores its own "
+            "samples; rows are kept when the refinement scores strictly higher.",
+        ),
     ] = None,
     template: Annotated[
         str | None,
@@ -167,22 +196,28 @@ def revise_cmd(
     *,
     spec: EngineSpec,
 ) -> None:
-    """Revise samples: SEFT adaptive reviser ([bold]--reviser[/]) or SRT API critic ([bold]--critic[/]).
+    """Revise samples: SEFT reviser, SRT API critic, or SRT stage-2 self-critic.
 
-    SEFT labels each sample keep / minor / major and rewrites it unless kept. SRT writes feedback
-    with a score and an improved response (temperature 0), scores original and refinement in
-    separate calls, and keeps the refinement only if the feedback is complete and it scores no
-    lower. Every row is written with its verdict and reason; API failures are reported and a
-    rerun of the same command retries them.
+    SEFT ([bold]--reviser[/]) labels each sample keep / minor / major and rewrites it unless kept.
+    SRT ([bold]--critic[/]) writes feedback with a score and an improved response (temperature 0),
+    scores original and refinement in separate calls, and keeps the refinement only if the
+    feedback is complete and it scores no lower. SRT stage 2 ([bold]--self-critic[/]): the stage-1
+    model continues its own samples in its training layout with feedback and a refinement, scores
+    both in separate calls, and keeps pairs whose refinement scores strictly higher. Every row is
+    written with its verdict and reason; API failures are reported and a rerun retries them.
 
     [bold]Examples[/]
 
       seftgen revise runs/r1/samples -o runs/r1/revised --reviser ./reviser-model
 
       seftgen revise runs/r1/samples -o runs/r1/refined --critic openai --base-url http://127.0.0.1:8000/v1 -m critic
+
+      seftgen revise runs/r1/stage2-samples -o runs/r1/self-critique --self-critic runs/r1/train-stage1-output
     """
-    if (reviser is None) == (critic is None):
-        raise UserError("give exactly one of --reviser MODEL (SEFT) or --critic ENGINE (SRT)")
+    if sum(x is not None for x in (reviser, critic, self_critic)) != 1:
+        raise UserError(
+            "give exactly one of --reviser MODEL (SEFT), --critic ENGINE (SRT) or --self-critic MODEL (SRT stage 2)"
+        )
     # Options left unset take the library's default for the method (one source of defaults).
     given = {k: v for k, v in {"template": template, "batch_size": batch_size}.items() if v is not None}
     given["constrain"] = constrain
@@ -190,6 +225,12 @@ def revise_cmd(
         params = _SEFT["params"] if max_tokens is None else replace(_SEFT["params"], max_tokens=max_tokens)
         result = revise_seft(
             samples, out, replace(spec, model=reviser), params=params, shard=Shard.parse(shard), resume=resume, **given
+        )
+    elif self_critic is not None:
+        if max_tokens is not None:
+            given["max_tokens"] = max_tokens
+        result = revise_self(
+            samples, out, replace(spec, model=self_critic), shard=Shard.parse(shard), resume=resume, **given
         )
     else:
         if max_tokens is not None:
@@ -219,7 +260,7 @@ VerdictOpt = Annotated[
 def judge_cmd(
     samples: SamplesArg,
     out: OutOpt,
-    template: TemplateOpt = _JUDGE["template"],
+    template: JudgeTemplatesOpt = [_JUDGE["template"]],  # noqa: B006 - Typer's list default, never mutated
     verdict: VerdictOpt = _JUDGE["verdict"],
     min_margin: Annotated[
         float,
@@ -249,7 +290,7 @@ def judge_cmd(
         samples,
         out,
         spec,
-        template=template,
+        template=_templates(template),
         verdict=verdict,
         min_margin=min_margin,
         require_consistent=require_consistent,
@@ -265,7 +306,7 @@ def judge_cmd(
 def best_of_cmd(
     samples: SamplesArg,
     out: OutOpt,
-    template: TemplateOpt = _BEST_OF["template"],
+    template: JudgeTemplatesOpt = [_BEST_OF["template"]],  # noqa: B006 - Typer's list default, never mutated
     verdict: VerdictOpt = _BEST_OF["verdict"],
     tournament_seed: Annotated[int, typer.Option("--tournament-seed", help="Seed of the bracket shuffle.")] = _BEST_OF[
         "seed"
@@ -287,7 +328,7 @@ def best_of_cmd(
         samples,
         out,
         spec,
-        template=template,
+        template=_templates(template),
         verdict=verdict,
         seed=tournament_seed,
         batch_size=batch_size,

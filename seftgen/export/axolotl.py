@@ -128,11 +128,16 @@ def training_rows(run_dir: str | Path, kind: TrainKind) -> TrainingRows:
     if "kept" in df.columns:
         left_out = int((~df["kept"]).sum())
         df = df.filter(pl.col("kept"))
+    if variant == "srt-stage1":  # n > 1: the prompt's best refinement is its target (the paper's r_i)
+        best = df.sort(["prompt_id", "revised_score", "sample_idx"], descending=[False, True, False], nulls_last=True)
+        best = best.unique("prompt_id", keep="first", maintain_order=True)
+        left_out += df.height - best.height
+        df = best
     if variant == "seft-dpo":
         left_out += int((df["label"] == "keep").sum())  # a kept response has no rejected side
         df = df.filter(pl.col("label") != "keep")
     if run.table == "sft":
-        rows = df.select("messages")
+        rows = _with_train_detail(df) if "target_from" in df.columns else df.select("messages")
     elif variant == "seft-policy":
         rows = _frame([_assistant(m, r) for m, r in df.select("messages", "revised").iter_rows()])
     elif variant == "srt-stage1":
@@ -152,6 +157,30 @@ def training_rows(run_dir: str | Path, kind: TrainKind) -> TrainingRows:
     keys = [c for c in (*TABLES[run.table].key, "source_id", "policy_model", "source_run_id") if c in df.columns]
     provenance = df.select(*keys, *(c.name for c in PROVENANCE))
     return TrainingRows(variant, rows, provenance, left_out)
+
+
+TRAIN_DETAIL = "train_detail"  # axolotl's message_field_training_detail: character spans to train or mask
+_DETAIL = pl.List(pl.Struct({"begin_offset": pl.Int64, "end_offset": pl.Int64, "train": pl.Boolean}))
+MESSAGES_DETAIL = pl.List(pl.Struct({"role": pl.String, "content": pl.String, TRAIN_DETAIL: _DETAIL}))
+
+
+def _with_train_detail(df: pl.DataFrame) -> pl.DataFrame:
+    """SFT rows whose loss starts inside the target (`target_from`, principle judge examples):
+    the last message gets axolotl's `train_detail` (mask [0, from), train [from, end]); every
+    other message has none, so roles_to_train decides as usual."""
+    if df["target_from"].is_null().all():
+        return df.select("messages")
+    conversations = []
+    for messages, start in df.select("messages", "target_from").iter_rows():
+        out = [{**m, TRAIN_DETAIL: None} for m in messages]
+        if start is not None:
+            end = len(out[-1]["content"]) - 1
+            out[-1][TRAIN_DETAIL] = [
+                {"begin_offset": 0, "end_offset": start - 1, "train": False},
+                {"begin_offset": start, "end_offset": end, "train": True},
+            ]
+        conversations.append(out)
+    return pl.DataFrame({"messages": conversations}, schema={"messages": MESSAGES_DETAIL})
 
 
 def _frame(conversations: list[list[dict[str, str]]]) -> pl.DataFrame:
@@ -284,6 +313,8 @@ def export_axolotl(
     # rows give the same config, so a finished training step is recognised and skipped.
     data_id = stable_hash([manifest.run_id, manifest.rows, variant, rows.height], 10)
     cfg = build_config(variant, base, data_path, out_dir, data_id, preset=load_preset(preset), overrides=overrides)
+    if rows.schema.get("messages") == MESSAGES_DETAIL:  # principle judge examples: loss after the prefix
+        cfg["datasets"][0]["message_field_training_detail"] = TRAIN_DETAIL
     validator = find_axolotl(axolotl) if check else None
     validate([cfg], validator)  # before anything is written: a rejected config leaves no files behind
     data_path.parent.mkdir(parents=True, exist_ok=True)

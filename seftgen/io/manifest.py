@@ -221,6 +221,7 @@ RUN_KINDS: tuple[RunKind, ...] = (
         {TrainKind.SFT: "srt-stage1", TrainKind.DPO: "srt-stage2"},
         "srt",
     ),
+    RunKind("revisions_srt_self", Stage.REVISE, "revisions", "SRT", {TrainKind.DPO: "srt-stage2"}, "srt-self"),
     RunKind("pairs", Stage.JUDGE, "pairs", "SELF-JUDGE", {TrainKind.DPO: "self-judge-dpo"}),
     RunKind("best_of", Stage.BEST_OF, "best_of", "SELF-JUDGE", {TrainKind.SFT: "best-of"}),
     RunKind("reviser_sft", Stage.BUILD_REVISER_DATA, "sft", "SEFT", {TrainKind.SFT: "seft-reviser"}),

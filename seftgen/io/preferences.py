@@ -2,7 +2,10 @@
 
 Column mapping flags or a preset say where the fields are. Presets:
 - `seftgen`: `prompt`, `responses: [{text, rating}]`, optional `rationale` (our demo data);
-- `ultrafeedback`: `instruction`, `completions: [{response, overall_score}]` (ratings 1-10);
+- `ultrafeedback`: `instruction`, `completions: [{response, annotations}]`: each response rated
+  by the mean of its aspect ratings (helpfulness, honesty, instruction following, truthfulness;
+  `N/A` skipped), ties going to the longer response, as the SELF-JUDGE reference ranks them; the
+  aspects (rating and rationale) feed principle judges (`build-jsft-data --template principle_*`);
 - `nectar`: `prompt` ("Human: ... Assistant:" turns), `answers: [{answer, rank}]` (rank 1 best).
 """
 
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from seftgen.errors import UserError
@@ -28,12 +31,23 @@ class PreferenceColumns:
     rationale: str | None = "rationale"
     higher_is_better: bool = True  # False for ranks (1 = best): turned into ratings n..1
     turns_format: str | None = None  # "human-assistant" for Nectar-style prompt strings
+    aspects: str | None = "aspects"  # per-response {aspect: {rating, rationale}} (UltraFeedback's annotations)
+    rating_from_aspects: bool = False  # the response's rating is the mean of its aspect ratings
+    ties_to_longer: bool = False  # equal ratings rank the longer response first
 
 
 PRESETS: dict[str, PreferenceColumns] = {
     "seftgen": PreferenceColumns(),
     "ultrafeedback": PreferenceColumns(
-        prompt="instruction", responses="completions", text="response", rating="overall_score", id=None, rationale=None
+        prompt="instruction",
+        responses="completions",
+        text="response",
+        rating="overall_score",
+        id=None,
+        rationale=None,
+        aspects="annotations",
+        rating_from_aspects=True,
+        ties_to_longer=True,
     ),
     "nectar": PreferenceColumns(
         prompt="prompt",
@@ -55,9 +69,18 @@ def columns_for(preset: str, **overrides: Any) -> PreferenceColumns:
 
 
 @dataclass(frozen=True)
+class Aspect:
+    """One aspect's annotation of a response (UltraFeedback: Rating, Rationale)."""
+
+    rating: float | None  # None: not applicable ("N/A")
+    rationale: str | None
+
+
+@dataclass(frozen=True)
 class Response:
     text: str
     rating: float  # higher is better, whatever the source scale was
+    aspects: dict[str, Aspect] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,10 +90,11 @@ class PreferenceRecord:
     responses: list[Response]
     rationale: str | None
     row: int
+    ties_to_longer: bool = False
 
     def ranked(self) -> list[Response]:
-        """Responses best first (stable for ties)."""
-        return sorted(self.responses, key=lambda r: -r.rating)
+        """Responses best first (ties: the longer first with `ties_to_longer`, else stable)."""
+        return sorted(self.responses, key=lambda r: (-r.rating, -len(r.text) if self.ties_to_longer else 0))
 
 
 _TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):\s*")
@@ -119,11 +143,40 @@ def _record(record: dict[str, Any], cols: PreferenceColumns, source: str, row: i
         text, rating = item.get(cols.text), item.get(cols.rating)
         if not isinstance(text, str) or not text.strip():
             raise UserError("missing or empty response text", file=source, row=row, field=f"{where}.{cols.text}")
+        aspects = _aspects(item.get(cols.aspects) if cols.aspects else None, source, row, f"{where}.{cols.aspects}")
+        if cols.rating_from_aspects:
+            rated = [a.rating for a in aspects.values() if a.rating is not None]
+            if not rated:
+                raise UserError("no aspect rating to rank by", file=source, row=row, field=f"{where}.{cols.aspects}")
+            rating = sum(rated) / len(rated)
         if isinstance(rating, bool) or not isinstance(rating, int | float):
             raise UserError("rating must be a number", file=source, row=row, field=f"{where}.{cols.rating}")
-        responses.append(Response(text.strip(), float(rating)))
+        responses.append(Response(text.strip(), float(rating), aspects))
     if not cols.higher_is_better:  # ranks (1 = best) become ratings on a 1..n scale, n = best
-        responses = [Response(r.text, len(responses) + 1 - r.rating) for r in responses]
+        responses = [replace(r, rating=len(responses) + 1 - r.rating) for r in responses]
     record_id = str(record[cols.id]) if cols.id and record.get(cols.id) is not None else prompt_id(messages)
     rationale = record.get(cols.rationale) if cols.rationale else None
-    return PreferenceRecord(record_id, messages, responses, rationale if isinstance(rationale, str) else None, row)
+    rationale = rationale if isinstance(rationale, str) else None
+    return PreferenceRecord(record_id, messages, responses, rationale, row, cols.ties_to_longer)
+
+
+def _aspects(value: Any, source: str, row: int, where: str) -> dict[str, Aspect]:
+    """{aspect: {Rating|rating, Rationale|rationale, "Rationale For Rating"}}; ratings may be
+    numbers or numeric strings, "N/A" means not applicable."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError("expected an object of aspects", file=source, row=row, field=where)
+    out = {}
+    for name, note in value.items():
+        if not isinstance(note, dict):
+            raise UserError("expected {rating, rationale}", file=source, row=row, field=f"{where}.{name}")
+        raw = note.get("Rating", note.get("rating"))
+        try:
+            rating = None if raw in (None, "N/A") else float(raw)
+        except (TypeError, ValueError):
+            raise UserError(f"rating {raw!r} is not a number", file=source, row=row, field=f"{where}.{name}") from None
+        parts = [note.get(k) for k in ("Rationale", "rationale", "Rationale For Rating")]
+        rationale = " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip()) or None
+        out[str(name)] = Aspect(rating, rationale)
+    return out

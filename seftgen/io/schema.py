@@ -67,6 +67,14 @@ SAMPLES = Table(
         Column("completion_tokens", pl.Int32, "Tokens generated."),
         Column("finish_reason", pl.String, "`stop`, `length`, or `error`."),
         Column("error", pl.String, "Why the request failed (API engine), else null."),
+        Column("initial", pl.String, "`--self-refine`: the response before self-refinement (else null)."),
+        Column("feedback", pl.String, "`--self-refine`: the model's own feedback on its initial response."),
+        Column(
+            "refined",
+            pl.Boolean,
+            "`--self-refine`: `response` is the model's refinement; false: its reply did not parse and `response` "
+            "is the initial one; null without --self-refine.",
+        ),
         *PROVENANCE,
     ),
 )
@@ -78,7 +86,9 @@ REVISIONS = Table(
     (
         *_PROMPT,
         Column("sample_idx", pl.Int32, "Index of the revised sample in its sample run."),
-        Column("method", pl.String, "`seft` (adaptive reviser) or `srt` (API critic)."),
+        Column(
+            "method", pl.String, "`seft` (adaptive reviser), `srt` (API critic) or `srt-self` (stage-2 self-critic)."
+        ),
         Column("original", pl.String, "The policy response that was revised."),
         Column("revised", pl.String, "Revised response; equals `original` on `keep`; null if failed."),
         Column("label", pl.String, "SEFT: keep / minor / major (configurable). SRT: null."),
@@ -119,6 +129,12 @@ PAIRS = Table(
         Column("reason", pl.String, "Why the pair was not kept (no answer token, tie, margin, order), else null."),
         Column("reason_kind", pl.String, "Kind of `reason`: `parse` or `filter`; null when kept."),
         Column("raw", pl.String, "Text-verdict mode: the judge's replies; logprob mode: null."),
+        Column(
+            "principle_scores",
+            pl.List(pl.Struct({"principle": pl.String, "score_a": pl.Float64, "consistent": pl.Boolean})),
+            "Several principle judges: each principle's score_a and consistency (the pair's verdict is their "
+            "majority, ties by the mean; score_a is the mean); one judge: null.",
+        ),
         Column("policy_model", pl.String, "Model that wrote the responses."),
         Column("source_run_id", pl.String, "Run id of the sample run that was judged."),
         *PROVENANCE,
@@ -149,8 +165,14 @@ SFT = Table(
     (
         Column("example_id", pl.String, "sha256 prefix of the example's messages."),
         Column("messages", MESSAGES, "Full conversation; the last assistant turn is the target."),
-        Column("kind", pl.String, "What the example teaches: keep/minor/major, sft, judge."),
+        Column("kind", pl.String, "What the example teaches: keep/minor/major, sft, judge, judge:PRINCIPLE."),
         Column("source_id", pl.String, "Id of the preference record the example came from."),
+        Column(
+            "target_from",
+            pl.Int32,
+            "Character offset in the last (assistant) message where the loss starts: principle judge examples "
+            "train only what follows the prefix ending 'Decision: Response'; null: the whole message.",
+        ),
         *PROVENANCE,
     ),
 )

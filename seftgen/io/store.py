@@ -63,18 +63,22 @@ class Shard:
 
 @dataclass(frozen=True)
 class Holdout:
-    """A split of a prompt source by prompt-id hash: a `fraction` of the prompts is held out for
-    evaluation and never trained on. `heldout` takes that part (eval), else the rest (training)."""
+    """A split of a prompt source by prompt-id hash: the prompts whose point (`holdout_point`) lies
+    in [start, start + fraction) are held out. `heldout` takes that band (a recipe's eval prompts,
+    or SRT stage 2's new prompts, the band after the eval one), else the rest (training)."""
 
     fraction: float = 0.0
     heldout: bool = False
+    start: float = 0.0
 
     def keeps(self, prompt_id: str) -> bool:
-        return (holdout_point(prompt_id) < self.fraction) == self.heldout
+        return (self.start <= holdout_point(prompt_id) < self.start + self.fraction) == self.heldout
 
     def as_dict(self) -> dict[str, Any] | None:
         """For run configs: None when nothing is held out (older configs stay the same)."""
-        return None if self.fraction <= 0 and not self.heldout else {"fraction": self.fraction, "heldout": self.heldout}
+        if self.fraction <= 0 and not self.heldout:
+            return None
+        return {"fraction": self.fraction, "heldout": self.heldout} | ({"start": self.start} if self.start else {})
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
@@ -107,9 +111,12 @@ def scan_run(run_dir: str | Path, table: str | None = None) -> pl.LazyFrame:
     """All rows of a run folder as a lazy scan (summaries aggregate without loading the run)."""
     manifest = load_manifest(run_dir, table)
     files = part_files(run_dir)
+    schema = TABLES[manifest.table].schema
     if not files:
-        return pl.LazyFrame(schema=TABLES[manifest.table].schema)
-    return pl.scan_parquet(files)
+        return pl.LazyFrame(schema=schema)
+    # Parts written by an older seftgen lack columns added since (null here), so a run resumed by a
+    # newer version still reads as one table.
+    return pl.scan_parquet(files, schema=schema, missing_columns="insert", extra_columns="ignore")
 
 
 _SAVE_LOCK = threading.RLock()

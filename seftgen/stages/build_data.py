@@ -7,6 +7,7 @@ ready for `export-axolotl --kind sft`.
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from seftgen.choices import Stage
-from seftgen.io.preferences import PreferenceColumns, PreferenceRecord, iter_preferences
+from seftgen.io.preferences import PreferenceColumns, PreferenceRecord, Response, iter_preferences
 from seftgen.io.schema import SFT
 from seftgen.io.store import RunStore, scan_run
 from seftgen.provenance import stable_hash, utc_now
@@ -55,8 +56,17 @@ def _provenance(store: RunStore, source: str, template: PromptTemplate, params: 
     }
 
 
-def _example(messages: list[dict[str, str]], kind: str, source_id: str, prov: dict[str, Any]) -> dict[str, Any]:
-    return {"example_id": stable_hash(messages), "messages": messages, "kind": kind, "source_id": source_id, **prov}
+def _example(
+    messages: list[dict[str, str]], kind: str, source_id: str, prov: dict[str, Any], target_from: int | None = None
+) -> dict[str, Any]:
+    return {
+        "example_id": stable_hash(messages),
+        "messages": messages,
+        "kind": kind,
+        "source_id": source_id,
+        "target_from": target_from,
+        **prov,
+    }
 
 
 def _build(
@@ -153,38 +163,113 @@ def build_jsft_data(
     out: str | Path,
     *,
     columns: PreferenceColumns = PreferenceColumns(),
-    template: str = "judge_general",
+    template: str | list[str] = "judge_general",
     min_gap: float = 1.0,
     include_sft: bool = True,
     limit: int | None = None,
 ) -> StageResult:
     """Judge-augmented SFT data: the best response as an SFT example, plus pairwise judge examples
-    (best vs each clearly worse response) in BOTH presentation orders."""
-    tpl = load_template(template)
-    prefix = str(tpl.get("assistant_prefix", ""))
-    token_a, token_b = (str(t) for t in tpl.get("answer_tokens", [" A", " B"]))
-    needs_rationale = bool(tpl.get("rationale", False))
+    in BOTH presentation orders.
+
+    A general judge template gets best vs each clearly worse response (`min_gap`). A principle
+    template in the decision-first layout (`train_from_prefix`, e.g. the four `principle_*`; give
+    several) gets, per principle, one pair whose ratings on that aspect differ, with the aspects'
+    rationales as the evaluations, chosen as the SELF-JUDGE reference does (the best-ranked
+    response that has such a pair, one of its pairs at random, seeded by the record; rationales
+    holding "Text" skipped); its examples train only what follows the prefix (`target_from`)."""
+    names = [template] if isinstance(template, str) else list(template)
+    templates = [load_template(name) for name in names]
 
     def make(record: PreferenceRecord, prov: dict[str, Any]) -> tuple[list[dict], str | None]:
-        if needs_rationale and not record.rationale:
-            return [], "template needs a rationale and the record has none"
-        ranked = record.ranked()
-        best = ranked[0]
         rows = []
         if include_sft:
+            best = record.ranked()[0]
             rows.append(
                 _example([*record.messages, {"role": "assistant", "content": best.text}], "sft", record.record_id, prov)
             )
-        instruction = instruction_text(record.messages)
-        for worse in ranked[1:]:
-            if best.rating - worse.rating < min_gap:
-                continue
-            for first, second, answer in ((best, worse, token_a), (worse, best, token_b)):
-                user = tpl.render("user", instruction=instruction, response_a=first.text, response_b=second.text)
-                target = tpl.render("target", assistant_prefix=prefix, answer=answer, rationale=record.rationale or "")
-                messages = [{"role": "user", "content": user}, {"role": "assistant", "content": target}]
-                rows.append(_example(messages, "judge", record.record_id, prov))
-        return rows, None
+        whys = []
+        for tpl in templates:
+            built, why = (_principle_examples if tpl.get("train_from_prefix") else _judge_examples)(
+                tpl, record, prov, min_gap
+            )
+            rows.extend(built)
+            whys += [why] if why else []
+        return rows, whys[0] if whys and len(rows) == int(include_sft) else None
 
+    first = templates[0]
+    token_a, token_b = (str(t) for t in first.get("answer_tokens", [" A", " B"]))
     params = {"min_gap": min_gap, "include_sft": include_sft, "answer_tokens": [token_a, token_b]}
-    return _build(source, out, Stage.BUILD_JSFT_DATA, tpl, params, columns, limit, make)
+    if len(templates) > 1:
+        params["templates"] = {t.name: t.hash for t in templates}
+    return _build(source, out, Stage.BUILD_JSFT_DATA, first, params, columns, limit, make)
+
+
+Built = tuple[list[dict[str, Any]], str | None]
+
+
+def _judge_turns(tpl: PromptTemplate, record: PreferenceRecord, first: str, second: str, target: str) -> list[dict]:
+    user = tpl.render("user", instruction=instruction_text(record.messages), response_a=first, response_b=second)
+    system = [{"role": "system", "content": tpl.render("system")}] if tpl.get("system") else []
+    return [*system, {"role": "user", "content": user}, {"role": "assistant", "content": target}]
+
+
+def _judge_examples(tpl: PromptTemplate, record: PreferenceRecord, prov: dict[str, Any], min_gap: float) -> Built:
+    """Best vs each response rated at least `min_gap` lower, in both orders."""
+    prefix = str(tpl.get("assistant_prefix", ""))
+    token_a, token_b = (str(t) for t in tpl.get("answer_tokens", [" A", " B"]))
+    if tpl.get("rationale", False) and not record.rationale:
+        return [], "template needs a rationale and the record has none"
+    ranked = record.ranked()
+    best, rows = ranked[0], []
+    for worse in ranked[1:]:
+        if best.rating - worse.rating < min_gap:
+            continue
+        for first, second, answer in ((best, worse, token_a), (worse, best, token_b)):
+            target = tpl.render("target", assistant_prefix=prefix, answer=answer, rationale=record.rationale or "")
+            rows.append(
+                _example(_judge_turns(tpl, record, first.text, second.text, target), "judge", record.record_id, prov)
+            )
+    return rows, None
+
+
+def principle_pair(record: PreferenceRecord, principle: str) -> tuple[Response, Response] | None:
+    """(better, worse) on one aspect: for the best-ranked response that differs from another on
+    this aspect, one such pair at random (seeded by the record and principle)."""
+
+    def usable(r: Response) -> bool:
+        aspect = r.aspects.get(principle)
+        return aspect is not None and aspect.rating is not None and "Text" not in (aspect.rationale or "")
+
+    for target in record.ranked():
+        if not usable(target):
+            continue
+        rating = target.aspects[principle].rating
+        pairs = [
+            (target, other) if rating > other.aspects[principle].rating else (other, target)  # type: ignore[operator]
+            for other in record.responses
+            if usable(other) and other.aspects[principle].rating != rating
+        ]
+        if pairs:
+            return random.Random(stable_hash([record.record_id, principle])).choice(pairs)
+    return None
+
+
+def _principle_examples(tpl: PromptTemplate, record: PreferenceRecord, prov: dict[str, Any], _: float) -> Built:
+    """One pair per principle, both orders, decision first, loss after the prefix."""
+    principle = str(tpl.get("principle", ""))
+    pair = principle_pair(record, principle)
+    if pair is None:
+        return [], f"no two responses rated differently on {principle!r} (with a rationale)"
+    prefix = str(tpl.get("assistant_prefix", ""))
+    token_a, token_b = (str(t) for t in tpl.get("answer_tokens", [" A", " B"]))
+    better, worse = pair
+    why_better, why_worse = (r.aspects[principle].rationale or "" for r in pair)
+    rows = []
+    for first, second, answer, why_a, why_b in (
+        (better, worse, token_a, why_better, why_worse),
+        (worse, better, token_b, why_worse, why_better),
+    ):
+        target = tpl.render("target", assistant_prefix=prefix, answer=answer, rationale_a=why_a, rationale_b=why_b)
+        turns = _judge_turns(tpl, record, first.text, second.text, target)
+        rows.append(_example(turns, f"judge:{principle}", record.record_id, prov, target_from=len(prefix)))
+    return rows, None

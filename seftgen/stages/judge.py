@@ -23,7 +23,7 @@ from seftgen.errors import UserError
 from seftgen.io.schema import BEST_OF, PAIRS, Table
 from seftgen.io.store import RunStore, Shard, scan_run
 from seftgen.stages.common import StageResult, ensure_engine, finish, provenance, reason_counts, rejection
-from seftgen.stages.judging import Bracket, Judge, PairScore
+from seftgen.stages.judging import Bracket, Judge, PairScore, Panel
 from seftgen.stages.runner import downstream_config, iter_prompt_groups, run_batches, source_info
 from seftgen.templates import load_template
 
@@ -36,22 +36,28 @@ def _open(
     engine: Engine | EngineSpec,
     table: Table,
     stage: Stage,
-    template: str,
+    template: str | list[str],
     verdict: Verdict | str,
     extra: dict[str, Any],
     shard: Shard,
     resume: bool,
     constrain: bool,
-) -> tuple[Judge, RunStore, dict]:
+) -> tuple[Panel, RunStore, dict]:
     try:
         verdict = Verdict(verdict)
     except ValueError as exc:
         raise UserError(f"--verdict must be one of {', '.join(Verdict)}, got {verdict!r}") from exc
     source = source_info(samples, "samples", out)
-    tpl = load_template(template)
-    judge = Judge(ensure_engine(engine), tpl, verdict, constrain)
+    names = [template] if isinstance(template, str) else list(template)
+    if not names:
+        raise UserError("give at least one judge template")
+    templates = [load_template(name) for name in names]
+    engine = ensure_engine(engine)
+    judge = Panel([Judge(engine, tpl, verdict, constrain) for tpl in templates])
     params = judge.settings | extra
-    config = downstream_config(source, judge.engine, tpl, params)
+    if len(templates) > 1:  # a panel: every template and its hash (the config records the first's)
+        params["templates"] = {t.name: t.hash for t in templates}
+    config = downstream_config(source, judge.engine, templates[0], params)
     store = RunStore.open(out, table, stage, config, shard=shard, resume=resume)
     return judge, store, params
 
@@ -61,7 +67,7 @@ def judge_pairs(
     out: str | Path,
     judge_engine: Engine | EngineSpec,
     *,
-    template: str = "judge_general",
+    template: str | list[str] = "judge_general",
     verdict: Verdict = Verdict.LOGPROBS,
     min_margin: float = 0.0,
     require_consistent: bool = False,
@@ -70,7 +76,11 @@ def judge_pairs(
     resume: bool = True,
     constrain: bool = True,
 ) -> StageResult:
-    """Judge every pair of samples of each prompt (both orders); write preference pairs."""
+    """Judge every pair of samples of each prompt (both orders); write preference pairs.
+
+    `template`: one judge template, or several (principle judges, e.g. the four
+    `principle_*`): each judges every pair, and the pair's verdict is their majority (ties by
+    the mean score); the per-principle scores go into `principle_scores`."""
     judge, store, params = _open(
         samples,
         out,
@@ -100,7 +110,7 @@ def judge_pairs(
             [(a["messages"], a["response"], b["response"]) for a, b in pairs],
             keys=[f"{a['prompt_id']}:{a['sample_idx']}:{b['sample_idx']}" for a, b in pairs],
         )
-        prov = provenance(judge.engine, store, judge.template.hash, params_json)
+        prov = provenance(judge.engine, store, judge.template_id, params_json)
         rows, failures = [], []
         for (a, b), s in zip(pairs, scores, strict=True):
             if s.error_kind == ErrorKind.ENGINE:
@@ -130,6 +140,7 @@ def judge_pairs(
                     "chosen_idx": chosen["sample_idx"],
                     **rejection(kind, reason),
                     "raw": s.raw,
+                    "principle_scores": list(s.principles) or None,
                     "policy_model": a["model"],
                     "source_run_id": a["run_id"],
                     **prov,
@@ -189,7 +200,7 @@ def best_of(
     out: str | Path,
     judge_engine: Engine | EngineSpec,
     *,
-    template: str = "judge_general",
+    template: str | list[str] = "judge_general",
     verdict: Verdict = Verdict.LOGPROBS,
     seed: int = 0,
     batch_size: int = 64,
@@ -239,7 +250,7 @@ def best_of(
                     failed[i] = err
                 else:
                     b.advance(mine)
-        prov = provenance(judge.engine, store, judge.template.hash, params_json)
+        prov = provenance(judge.engine, store, judge.template_id, params_json)
         rows, failures = [], []
         for i, (group, b) in enumerate(zip(groups, brackets, strict=True)):
             if i in failed:

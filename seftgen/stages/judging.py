@@ -39,6 +39,8 @@ class PairScore:
     error: str | None = None
     raw: str | None = None
     error_kind: ErrorKind | None = None  # ENGINE: no verdict (retried on rerun); PARSE: no answer
+    verdict_a: bool | None = None  # a panel's majority verdict (else score_a decides)
+    principles: tuple[dict[str, Any], ...] = ()  # a panel's per-principle scores
 
     @classmethod
     def failed(cls, kind: ErrorKind, error: str, raw: str | None = None) -> PairScore:
@@ -47,6 +49,8 @@ class PairScore:
     @property
     def a_wins(self) -> bool:
         """Ties and failures go to a (first in the pair); callers filter on margin/error."""
+        if self.verdict_a is not None:
+            return self.verdict_a
         return self.score_a is None or self.score_a >= 0.5
 
 
@@ -107,10 +111,16 @@ class Judge:
             "constrained": self.constrained,
         }
 
+    @property
+    def principle(self) -> str:
+        return str(self.template.get("principle", self.template.name))
+
     def prompt(self, messages: Messages, first: str, second: str) -> Messages:
-        """The judge's user turn for (instruction, first response, second response)."""
+        """The judge's turns for (instruction, first response, second response): the template's
+        system text (principle judges state their principle there), then the user turn."""
         user = self.template.render("user", instruction=instruction_text(messages), response_a=first, response_b=second)
-        return [{"role": "user", "content": user}]
+        system = [{"role": "system", "content": self.template.render("system")}] if self.template.get("system") else []
+        return [*system, {"role": "user", "content": user}]
 
     def judge(self, triples: list[tuple[Messages, str, str]], keys: list[str] | None = None) -> list[PairScore]:
         """Returns one PairScore per (messages, a, b); an engine failure becomes an error score.
@@ -166,6 +176,70 @@ class Judge:
                 continue
             out.append(replace(pair_score(p_ab, p_ba, self.tokens), raw=raw))
         return out
+
+
+def majority(scores: list[PairScore], names: list[str]) -> PairScore:
+    """One pair judged under several principles: the verdict is the majority of the principles
+    (a principle prefers a when its score_a > 0.5), a tie broken by the mean score (as the
+    SELF-JUDGE reference's trainer does); score_a, both orders' shares and the margin are the
+    means over principles, and each principle's score is kept. A failed principle fails the pair."""
+    if failed := next((s for s in scores if s.error), None):
+        return replace(failed, principles=tuple(_principle(n, s) for n, s in zip(names, scores, strict=True)))
+    n = len(scores)
+    mean = sum(s.score_a or 0.0 for s in scores) / n
+    wins = sum(1 for s in scores if (s.score_a or 0.0) > 0.5)
+    verdict = wins > n / 2 or (wins == n / 2 and mean > 0.5)
+    p_ab = sum(s.p_a_ab or 0.0 for s in scores) / n
+    p_ba = sum(s.p_a_ba or 0.0 for s in scores) / n
+    return PairScore(
+        p_ab,
+        p_ba,
+        mean,
+        (p_ab > 0.5 and p_ba > 0.5) or (p_ab < 0.5 and p_ba < 0.5),
+        abs(2 * mean - 1),
+        raw=json.dumps({n: s.raw for n, s in zip(names, scores, strict=True)}) if any(s.raw for s in scores) else None,
+        verdict_a=verdict,
+        principles=tuple(_principle(n, s) for n, s in zip(names, scores, strict=True)),
+    )
+
+
+def _principle(name: str, score: PairScore) -> dict[str, Any]:
+    return {"principle": name, "score_a": score.score_a, "consistent": score.consistent}
+
+
+@dataclass
+class Panel:
+    """Several judges (one per principle) on the same pairs; see `majority`. With one judge it
+    is that judge."""
+
+    judges: list[Judge]
+
+    @property
+    def engine(self) -> Engine:
+        return self.judges[0].engine
+
+    @property
+    def template(self) -> PromptTemplate:
+        return self.judges[0].template
+
+    @property
+    def template_id(self) -> str:
+        """The hash recorded as the rows' template_hash: the template's, or all of the panel's."""
+        return "+".join(j.template.hash for j in self.judges)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        first = self.judges[0].settings
+        if len(self.judges) == 1:
+            return first
+        return first | {"principles": [j.principle for j in self.judges], "verdict_rule": "majority, ties by mean"}
+
+    def judge(self, triples: list[tuple[Messages, str, str]], keys: list[str] | None = None) -> list[PairScore]:
+        if len(self.judges) == 1:
+            return self.judges[0].judge(triples, keys)
+        names = [j.principle for j in self.judges]
+        per = [j.judge(triples, None if keys is None else [f"{k}:{j.principle}" for k in keys]) for j in self.judges]
+        return [majority(list(scores), names) for scores in zip(*per, strict=True)]
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import polars as pl
 
 from seftgen.choices import ErrorKind, Stage
 from seftgen.engines import EngineSpec
-from seftgen.engines.base import Engine, Generation, SamplingConfig
+from seftgen.engines.base import Engine, Generation, Messages, SamplingConfig
 from seftgen.errors import UserError
 from seftgen.formats import OutputFormat
 from seftgen.io.schema import REVISIONS
@@ -185,17 +186,95 @@ def revise_srt(
 
     `batch_size`: samples per engine call and part file; by default 64, or the engine's
     `batch_rows` (10,000 through the Batch API, where every call is a provider batch)."""
-    tpl = load_template(template)
-    scorer = load_template(score_template)
+    tpl, scorer = load_template(template), load_template(score_template)
+
+    def critique(sample: dict[str, Any]) -> Messages:
+        return _user(tpl.render("user", instruction=instruction_text(sample["messages"]), response=sample["response"]))
+
+    def score(sample: dict[str, Any], response: str) -> Messages:
+        return _user(scorer.render("user", instruction=instruction_text(sample["messages"]), response=response))
+
+    way = _Critique("srt", critique, score, continue_final=False, strict=False)
+    return _run_critique(samples, out, critic, way, tpl, scorer, max_tokens, batch_size, shard, resume, constrain)
+
+
+def revise_self(
+    samples: str | Path,
+    out: str | Path,
+    model: Engine | EngineSpec,
+    *,
+    template: str = "srt_self",
+    score_template: str = "srt_self_score",
+    max_tokens: int = 1024,
+    batch_size: int | None = None,
+    shard: Shard = Shard(),
+    resume: bool = True,
+    constrain: bool = True,
+) -> StageResult:
+    """SRT stage 2: the stage-1 model critiques and refines its own samples (`srt-self` rows).
+
+    The stage-1 model learnt the critic template's `target` layout (response, "### Feedback",
+    feedback, "### Improved Response", refinement). Each sample's conversation gets that target
+    up to the feedback as the assistant turn, and the model continues it: its feedback with an
+    "Overall Score: [[N]]" and a refinement, parsed by the critic's strict parser and constrained
+    the same way. The same model then scores the initial response and the refinement in two
+    separate calls (the same layout, stopping after the score). A row is kept only if the
+    refinement scores strictly higher (the paper's stage-2 filter): chosen = refinement, rejected
+    = initial response, for DPO."""
+    tpl, scorer = load_template(template), load_template(score_template)
+    layout = load_template(str(tpl.get("stage1", "srt_critic")))
+
+    def critique(sample: dict[str, Any]) -> Messages:
+        return [*sample["messages"], {"role": "assistant", "content": stage1_prefix(layout, sample["response"])}]
+
+    def score(sample: dict[str, Any], response: str) -> Messages:
+        return [*sample["messages"], {"role": "assistant", "content": stage1_prefix(layout, response)}]
+
+    way = _Critique("srt-self", critique, score, continue_final=True, strict=True)
+    return _run_critique(samples, out, model, way, tpl, scorer, max_tokens, batch_size, shard, resume, constrain)
+
+
+_FEEDBACK = "\x00feedback\x00"
+
+
+def stage1_prefix(layout: PromptTemplate, response: str) -> str:
+    """The stage-1 target (`layout`'s `target`) for `response`, up to where the feedback starts."""
+    return layout.render("target", response=response, feedback=_FEEDBACK, refinement="").split(_FEEDBACK)[0]
+
+
+@dataclass(frozen=True)
+class _Critique:
+    """One way of asking for SRT critiques and scores: the API critic, or the model itself."""
+
+    method: str
+    critique: Callable[[dict[str, Any]], Messages]  # a sample -> the critique request
+    score: Callable[[dict[str, Any], str], Messages]  # (sample, response) -> one scoring request
+    continue_final: bool  # the requests end in an assistant prefix the model continues
+    strict: bool  # stage 2: the refinement must score strictly higher (stage 1: no lower)
+
+
+def _run_critique(
+    samples: str | Path,
+    out: str | Path,
+    engine: Engine | EngineSpec,
+    way: _Critique,
+    tpl: PromptTemplate,
+    scorer: PromptTemplate,
+    max_tokens: int,
+    batch_size: int | None,
+    shard: Shard,
+    resume: bool,
+    constrain: bool,
+) -> StageResult:
     fmt, score_fmt = _need_format(tpl), _need_format(scorer)
     feedback_fields = [str(f) for f in tpl.get("feedback_fields", [f.name for f in fmt.fields[:-1]])]
     source_info(samples, "samples", out)  # the input checks, before the critic's model loads
-    critic = ensure_engine(critic)
+    engine = ensure_engine(engine)
     params = SamplingConfig(temperature=float(tpl.get("temperature", 0.0)), max_tokens=max_tokens)
     score_params = constrained(
         SamplingConfig(temperature=float(scorer.get("temperature", 0.0)), max_tokens=max_tokens),
         scorer,
-        critic,
+        engine,
         constrain,
     )
     extra = {
@@ -203,21 +282,16 @@ def revise_srt(
         "score_template_hash": scorer.hash,
         "score_params": score_params.as_dict(),
     }
-    s = _open(samples, out, critic, "srt", tpl, params, extra, shard, resume, constrain)
+    s = _open(samples, out, engine, way.method, tpl, params, extra, shard, resume, constrain)
     params = s.params
     template_id = f"{tpl.hash}+{scorer.hash}"
     params_json = json.dumps({"critic": params.as_dict(), "score": extra["score_params"]}, sort_keys=True)
 
-    def score_prompt(sample: dict[str, Any], response: str) -> list[dict[str, str]]:
-        return _user(scorer.render("user", instruction=instruction_text(sample["messages"]), response=response))
-
     def process(batch: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
         critiques = s.engine.generate(
-            [
-                _user(tpl.render("user", instruction=instruction_text(r["messages"]), response=r["response"]))
-                for r in batch
-            ],
+            [way.critique(r) for r in batch],
             params,
+            continue_final=way.continue_final,
             ids=[request_id(r, "critique") for r in batch],
         )
         replies = [
@@ -232,8 +306,9 @@ def revise_srt(
         ]
         scored = (
             s.engine.generate(
-                [score_prompt(batch[i], text) for i, text, _ in to_score],
+                [way.score(batch[i], text) for i, text, _ in to_score],
                 score_params,
+                continue_final=way.continue_final,
                 ids=[request_id(batch[i], call) for i, _, call in to_score],
             )
             if to_score
@@ -257,11 +332,11 @@ def revise_srt(
             if reason is None:
                 if original_score is None or revised_score is None:
                     reason = "no 'Overall Score: [[N]]' in a scoring reply"
-                elif revised_score < original_score:
-                    kind, reason = ErrorKind.FILTER, f"refinement scored {revised_score} < original {original_score}"
+                else:
+                    kind, reason = ErrorKind.FILTER, score_filter(original_score, revised_score, strict=way.strict)
             rows.append(
                 {
-                    **_base_row(sample, "srt", prov),
+                    **_base_row(sample, way.method, prov),
                     "revised": reply.refinement,
                     "feedback": reply.feedback,
                     "critic_score": reply.score,
@@ -284,10 +359,19 @@ def revise_srt(
         return rows, failures
 
     batch_size = batch_size or s.engine.batch_rows or SRT_BATCH_SIZE
-    result = run_batches(
-        s.store, s.todo, process, engine=s.engine, batch_size=batch_size, total=s.total, label="revise (SRT)"
-    )
+    label = "revise (SRT self-critique)" if way.strict else "revise (SRT)"
+    result = run_batches(s.store, s.todo, process, engine=s.engine, batch_size=batch_size, total=s.total, label=label)
     return finish(s.store, result, revision_summary(scan_run(out)))
+
+
+def score_filter(original: int, revised: int, *, strict: bool) -> str | None:
+    """Why a refinement is not kept by its scores: stage 1 (API critic) keeps it unless it scores
+    lower; stage 2 (self-critique) only if it scores strictly higher."""
+    if strict and revised <= original:
+        return f"refinement scored {revised}, not above original {original}"
+    if revised < original:
+        return f"refinement scored {revised} < original {original}"
+    return None
 
 
 def _need_format(template: PromptTemplate) -> OutputFormat:

@@ -30,6 +30,7 @@ from seftgen.engines.base import SamplingConfig
 from seftgen.errors import UserError
 from seftgen.evaluation.evaluate import evaluate
 from seftgen.export.axolotl import ExportResult, export_axolotl
+from seftgen.io.preferences import columns_for
 from seftgen.io.readers import PromptColumns
 from seftgen.io.store import Holdout, load_manifest, scan_run, write_json_atomic
 from seftgen.recipes import (
@@ -41,12 +42,13 @@ from seftgen.recipes import (
     prompt_columns,
     round_shard,
     sampling_of,
+    stage2_holdout,
     training_holdout,
 )
 from seftgen.stages.build_data import build_jsft_data, build_reviser_data
 from seftgen.stages.common import StageResult
 from seftgen.stages.judge import best_of, judge_pairs
-from seftgen.stages.revise import revise_seft, revise_srt
+from seftgen.stages.revise import revise_seft, revise_self, revise_srt
 from seftgen.stages.sample import sample
 from seftgen.training.env import Axolotl, find_axolotl
 from seftgen.training.run import TrainResult, train
@@ -255,14 +257,30 @@ def run_round(
     if wanted and not recipe.preferences:
         raise UserError("the recipe builds reviser/JSFT data but names no 'preferences'", field="preferences")
     prefs = recipe.resolve(str(recipe.preferences))
+    columns = columns_for(recipe.preferences_preset)
+    options = {RoundStage.REVISER_DATA: {}, RoundStage.JSFT_DATA: {"template": recipe.jsft_template}}
     for name in wanted:
         out = rdir / name.folder
-        result.stages[name] = timed(name, lambda build=builders[name], out=out: build(prefs, out))
+        result.stages[name] = timed(
+            name, lambda build=builders[name], out=out, kw=options[name]: build(prefs, out, columns=columns, **kw)
+        )
         outputs[name] = out
     early = [s for s in recipe.train if s.data.from_preferences]
     late = [s for s in recipe.train if not s.data.from_preferences]
     for step in early:
         run_step(step)
+    if round_k == 1 and (first := recipe.training.first_policy):
+        # SELF-JUDGE: self-training starts from the JSFT model, trained just above.
+        trained_first = result.models.get(first)
+        if not trained_first or not (Path(trained_first) / "config.json").is_file():
+            result.blocked = (
+                f"round 1's policy is the model of training step '{first}', which is not trained yet: "
+                "run the commands below (or pass --train), then rerun this round"
+            )
+            result.seconds = round(time.monotonic() - began, 1)
+            write_json_atomic(rdir / PLAN, _plan_of(recipe, result, outputs))
+            return result
+        policy = result.policy = trained_first
 
     # 2. The policy samples.
     say(f"round {round_k}: sampling with {policy}")
@@ -292,9 +310,16 @@ def run_round(
         outputs[name] = rdir / name.folder
         result.stages[name] = timed(name, lambda run=run, spec=spec, out=outputs[name]: run(spec, out))
 
-    # 4. The remaining training steps.
+    # 4. The remaining training steps; SRT stage 2's data is made when its step needs it, by the
+    #    stage-1 model trained just before.
     if not result.blocked:
         for step in late:
+            if step.data == RoundStage.SELF_CRITIQUE and step.data not in outputs and recipe.self_critique:
+                made = self_critique_stage(recipe, rdir, round_k, stage_model, timed, say)
+                if made is None:
+                    break
+                for name, (path, stage) in made.items():
+                    outputs[name], result.stages[name] = path, stage
             if step.data not in outputs:
                 raise UserError(f"train step '{step.name}' uses '{step.data}', which this recipe does not produce")
             if not run_step(step):
@@ -320,6 +345,65 @@ def run_round(
 
 
 ModelStage = tuple[RoundStage, ModelRef, Callable[[EngineSpec, Path], StageResult]]
+
+
+def self_critique_stage(
+    recipe: Recipe,
+    rdir: Path,
+    round_k: int,
+    stage_model: Callable[[ModelRef, str], EngineSpec | None],
+    timed: Callable[[str, Callable[[], Any]], Any],
+    say: Notify,
+) -> dict[RoundStage, tuple[Path, StageResult]] | None:
+    """SRT stage 2's data: the stage-1 model answers the stage-2 prompts (never stage 1's), then
+    critiques, refines and scores its own answers. None when the stage-1 model is not trained."""
+    sc = recipe.self_critique
+    assert sc is not None
+    spec = stage_model(sc.model, RoundStage.SELF_CRITIQUE)
+    if spec is None:
+        return None
+    if sc.source is not None:
+        source, columns, holdout = (
+            recipe.resolve(sc.source),
+            PromptColumns(sc.prompt_column, sc.messages_column),
+            Holdout(),
+        )
+    else:
+        source, columns, holdout = (
+            recipe.resolve(recipe.prompts.source),
+            prompt_columns(recipe.prompts),
+            stage2_holdout(recipe),
+        )
+    samples, critiqued = rdir / RoundStage.SELF_SAMPLES.folder, rdir / RoundStage.SELF_CRITIQUE.folder
+    say(f"round {round_k}: stage-2 prompts answered by {spec.model}")
+    sampled = timed(
+        RoundStage.SELF_SAMPLES,
+        lambda: sample(
+            source,
+            samples,
+            spec,
+            columns=columns,
+            params=sampling_of(sc.sample),
+            limit=recipe.prompts.limit if sc.source is None else None,
+            batch_size=sc.sample.batch_size,
+            holdout=holdout,
+            max_prompts=sc.prompts,
+        ),
+    )
+    say(f"round {round_k}: self-critique with {spec.model}")
+    critique = timed(
+        RoundStage.SELF_CRITIQUE,
+        lambda: revise_self(
+            samples,
+            critiqued,
+            spec,
+            template=sc.template,
+            score_template=sc.score_template,
+            max_tokens=sc.max_tokens,
+            constrain=sc.constrain,
+        ),
+    )
+    return {RoundStage.SELF_SAMPLES: (samples, sampled), RoundStage.SELF_CRITIQUE: (critiqued, critique)}
 
 
 def _model_stages(recipe: Recipe, samples: Path) -> list[ModelStage]:

@@ -14,8 +14,11 @@ from seftgen.io.readers import Prompt, PromptColumns, iter_prompts
 from seftgen.io.schema import SAMPLES
 from seftgen.io.store import Holdout, RunStore, Shard, check_out_dir
 from seftgen.provenance import shard_of
-from seftgen.stages.common import StageResult, chat_template_hash, ensure_engine, finish, provenance
+from seftgen.stages.common import StageResult, chat_template_hash, constrained, ensure_engine, finish, provenance
+from seftgen.stages.parsing import parse_critic
+from seftgen.stages.revise import stage1_prefix
 from seftgen.stages.runner import run_batches
+from seftgen.templates import load_template
 
 
 def sample(
@@ -30,6 +33,7 @@ def sample(
     shard: Shard = Shard(),
     holdout: Holdout = Holdout(),
     max_prompts: int | None = None,
+    self_refine: bool = False,
     resume: bool = True,
 ) -> StageResult:
     """Sample `params.n` responses per prompt of `source` into the run folder `out`.
@@ -42,6 +46,11 @@ def sample(
     is busy and before anything is written. Prompts are then sent in batches of `batch_size`; each
     batch becomes one atomically written part file, so an interrupted run loses at most the batches
     in flight (about one engine's width of prompts), and a rerun (resume) skips every finished prompt.
+
+    `self_refine` (an SRT model, at inference): each response is followed in the same batch by one
+    self-refinement (the `srt_self` template: the model continues its response with feedback and
+    an improved response); `response` is the refinement, `initial` the first answer, `feedback`
+    the model's own (`refined` false, and the initial response kept, when the reply did not parse).
     """
     check_out_dir(Path(out))
 
@@ -74,6 +83,9 @@ def sample(
         "params": params.as_dict(),
         "seed": engine.seed,
     }
+    refiner = SelfRefiner(engine, params) if self_refine else None
+    if refiner is not None:
+        config["self_refine"] = refiner.settings
     store = RunStore.open(out, SAMPLES, Stage.SAMPLE, config, shard=shard, resume=resume)
     params_json = params.to_json()
 
@@ -99,9 +111,57 @@ def sample(
                         **prov,
                     }
                 )
+        if refiner is not None and rows:
+            rows, failed = refiner.refine(rows)
+            failures.extend(failed)
         return rows, failures
 
     todo = (p for p in selected() if not all((p.prompt_id, i) in store.done for i in range(params.n)))
     remaining = wanted - len(store.done) // max(params.n, 1)
     result = run_batches(store, todo, process, engine=engine, batch_size=batch_size, total=remaining, label="sample")
     return finish(store, result, {"prompts": wanted, "samples_per_prompt": params.n})
+
+
+class SelfRefiner:
+    """One SRT self-refinement of each response: the model continues its own answer in its
+    stage-1 layout with feedback and an improved response (`srt_self`, constrained to the format
+    where the engine supports it). Budget: twice the answer's tokens plus 256 for the feedback."""
+
+    def __init__(self, engine: Engine, params: SamplingConfig, template: str = "srt_self") -> None:
+        self.engine = engine
+        self.template = load_template(template)
+        self.layout = load_template(str(self.template.get("stage1", "srt_critic")))
+        base = SamplingConfig(
+            temperature=float(self.template.get("temperature", 0.0)), max_tokens=2 * params.max_tokens + 256
+        )
+        self.params = constrained(base, self.template, engine, True)
+
+    @property
+    def settings(self) -> dict[str, object]:
+        return {"template": self.template.name, "template_hash": self.template.hash, "params": self.params.as_dict()}
+
+    def refine(self, rows: list[dict]) -> tuple[list[dict], list[dict]]:
+        fmt = self.template.output
+        assert fmt is not None
+        fields = [str(f) for f in self.template.get("feedback_fields", [f.name for f in fmt.fields[:-1]])]
+        convs = [
+            [*r["messages"], {"role": "assistant", "content": stage1_prefix(self.layout, r["response"])}] for r in rows
+        ]
+        out, failures = [], []
+        for row, gen in zip(rows, self.engine.generate(convs, self.params, continue_final=True), strict=True):
+            if gen.error:
+                failures.append({"prompt_id": row["prompt_id"], "sample_idx": row["sample_idx"], "error": gen.error})
+                continue
+            reply = parse_critic(fmt, gen.completions[0].text, fields)
+            refined = reply.error is None and bool(reply.refinement)
+            out.append(
+                row
+                | {
+                    "initial": row["response"],
+                    "response": reply.refinement if refined else row["response"],
+                    "feedback": reply.feedback,
+                    "refined": refined,
+                    "completion_tokens": row["completion_tokens"] + gen.completions[0].completion_tokens,
+                }
+            )
+        return out, failures
