@@ -4,7 +4,8 @@ Column mapping flags or a preset say where the fields are. Presets:
 - `seftgen`: `prompt`, `responses: [{text, rating}]`, optional `rationale` (our demo data);
 - `ultrafeedback`: `instruction`, `completions: [{response, annotations}]`: each response rated
   by the mean of its aspect ratings (helpfulness, honesty, instruction following, truthfulness;
-  `N/A` skipped), ties going to the longer response, as the SELF-JUDGE reference ranks them; the
+  `N/A` skipped; `overall_score` where a response has none), ties going to the longer response,
+  as the SELF-JUDGE reference ranks them; the
   aspects (rating and rationale) feed principle judges (`build-jsft-data --template principle_*`);
 - `nectar`: `prompt` ("Human: ... Assistant:" turns), `answers: [{answer, rank}]` (rank 1 best).
 """
@@ -144,10 +145,8 @@ def _record(record: dict[str, Any], cols: PreferenceColumns, source: str, row: i
         if not isinstance(text, str) or not text.strip():
             raise UserError("missing or empty response text", file=source, row=row, field=f"{where}.{cols.text}")
         aspects = _aspects(item.get(cols.aspects) if cols.aspects else None, source, row, f"{where}.{cols.aspects}")
-        if cols.rating_from_aspects:
-            rated = [a.rating for a in aspects.values() if a.rating is not None]
-            if not rated:
-                raise UserError("no aspect rating to rank by", file=source, row=row, field=f"{where}.{cols.aspects}")
+        rated = [a.rating for a in aspects.values() if a.rating is not None]
+        if cols.rating_from_aspects and rated:  # else the rating column (e.g. UltraFeedback's overall_score)
             rating = sum(rated) / len(rated)
         if isinstance(rating, bool) or not isinstance(rating, int | float):
             raise UserError("rating must be a number", file=source, row=row, field=f"{where}.{cols.rating}")
