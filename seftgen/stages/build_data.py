@@ -21,6 +21,7 @@ from seftgen.io.schema import SFT
 from seftgen.io.store import RunStore, scan_run
 from seftgen.provenance import stable_hash, utc_now
 from seftgen.stages.common import StageResult, chunked, finish, value_counts
+from seftgen.stages.judging import judge_turns
 from seftgen.templates import PromptTemplate, instruction_text, load_template
 
 BATCH = 1024
@@ -208,9 +209,7 @@ Built = tuple[list[dict[str, Any]], str | None]
 
 
 def _judge_turns(tpl: PromptTemplate, record: PreferenceRecord, first: str, second: str, target: str) -> list[dict]:
-    user = tpl.render("user", instruction=instruction_text(record.messages), response_a=first, response_b=second)
-    system = [{"role": "system", "content": tpl.render("system")}] if tpl.get("system") else []
-    return [*system, {"role": "user", "content": user}, {"role": "assistant", "content": target}]
+    return [*judge_turns(tpl, record.messages, first, second), {"role": "assistant", "content": target}]
 
 
 def _judge_examples(tpl: PromptTemplate, record: PreferenceRecord, prov: dict[str, Any], min_gap: float) -> Built:

@@ -54,6 +54,15 @@ class PairScore:
         return self.score_a is None or self.score_a >= 0.5
 
 
+def judge_turns(template: PromptTemplate, messages: Messages, first: str, second: str) -> Messages:
+    """A judge's turns for (instruction, first response, second response): the template's system
+    text (principle judges state their principle there), then the user turn. Judging and the
+    JSFT examples that teach it use this one rendering."""
+    user = template.render("user", instruction=instruction_text(messages), response_a=first, response_b=second)
+    system = [{"role": "system", "content": template.render("system")}] if template.get("system") else []
+    return [*system, {"role": "user", "content": user}]
+
+
 def share(probs: dict[str, float], token: str, other: str) -> float | None:
     total = probs.get(token, 0.0) + probs.get(other, 0.0)
     return None if total <= 0 else probs.get(token, 0.0) / total
@@ -116,11 +125,7 @@ class Judge:
         return str(self.template.get("principle", self.template.name))
 
     def prompt(self, messages: Messages, first: str, second: str) -> Messages:
-        """The judge's turns for (instruction, first response, second response): the template's
-        system text (principle judges state their principle there), then the user turn."""
-        user = self.template.render("user", instruction=instruction_text(messages), response_a=first, response_b=second)
-        system = [{"role": "system", "content": self.template.render("system")}] if self.template.get("system") else []
-        return [*system, {"role": "user", "content": user}]
+        return judge_turns(self.template, messages, first, second)
 
     def judge(self, triples: list[tuple[Messages, str, str]], keys: list[str] | None = None) -> list[PairScore]:
         """Returns one PairScore per (messages, a, b); an engine failure becomes an error score.

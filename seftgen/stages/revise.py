@@ -224,13 +224,10 @@ def revise_self(
     tpl, scorer = load_template(template), load_template(score_template)
     layout = load_template(str(tpl.get("stage1", "srt_critic")))
 
-    def critique(sample: dict[str, Any]) -> Messages:
-        return [*sample["messages"], {"role": "assistant", "content": stage1_prefix(layout, sample["response"])}]
-
     def score(sample: dict[str, Any], response: str) -> Messages:
-        return [*sample["messages"], {"role": "assistant", "content": stage1_prefix(layout, response)}]
+        return stage1_turns(layout, sample["messages"], response)
 
-    way = _Critique("srt-self", critique, score, continue_final=True, strict=True)
+    way = _Critique("srt-self", lambda r: score(r, r["response"]), score, continue_final=True, strict=True)
     return _run_critique(samples, out, model, way, tpl, scorer, max_tokens, batch_size, shard, resume, constrain)
 
 
@@ -240,6 +237,11 @@ _FEEDBACK = "\x00feedback\x00"
 def stage1_prefix(layout: PromptTemplate, response: str) -> str:
     """The stage-1 target (`layout`'s `target`) for `response`, up to where the feedback starts."""
     return layout.render("target", response=response, feedback=_FEEDBACK, refinement="").split(_FEEDBACK)[0]
+
+
+def stage1_turns(layout: PromptTemplate, messages: Messages, response: str) -> Messages:
+    """The conversation a stage-1 model continues with its feedback on `response`."""
+    return [*messages, {"role": "assistant", "content": stage1_prefix(layout, response)}]
 
 
 @dataclass(frozen=True)

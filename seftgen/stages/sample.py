@@ -16,7 +16,7 @@ from seftgen.io.store import Holdout, RunStore, Shard, check_out_dir
 from seftgen.provenance import shard_of
 from seftgen.stages.common import StageResult, chat_template_hash, constrained, ensure_engine, finish, provenance
 from seftgen.stages.parsing import parse_critic
-from seftgen.stages.revise import stage1_prefix
+from seftgen.stages.revise import stage1_turns
 from seftgen.stages.runner import run_batches
 from seftgen.templates import load_template
 
@@ -144,9 +144,7 @@ class SelfRefiner:
         fmt = self.template.output
         assert fmt is not None
         fields = [str(f) for f in self.template.get("feedback_fields", [f.name for f in fmt.fields[:-1]])]
-        convs = [
-            [*r["messages"], {"role": "assistant", "content": stage1_prefix(self.layout, r["response"])}] for r in rows
-        ]
+        convs = [stage1_turns(self.layout, r["messages"], r["response"]) for r in rows]
         out, failures = [], []
         for row, gen in zip(rows, self.engine.generate(convs, self.params, continue_final=True), strict=True):
             if gen.error:
