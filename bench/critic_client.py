@@ -19,7 +19,7 @@ import socket
 import tempfile
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def samples_run(path: Path, rows: int) -> Path:
     from seftgen.io.store import RunStore
 
     store = RunStore.open(path, SAMPLES, "sample", {"bench": True})
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store.write(
         [
             {

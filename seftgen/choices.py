@@ -32,13 +32,35 @@ class TrainKind(StrEnum):
     DPO = "dpo"
 
 
+class ReviseMethod(StrEnum):
+    """Who revised a sample (the `method` column of revisions)."""
+
+    SEFT = "seft"  # the SEFT reviser
+    SRT = "srt"  # SRT stage 1: an (API) critic
+    SRT_SELF = "srt-self"  # SRT stage 2: the stage-1 model critiques itself
+
+
+class Variant(StrEnum):
+    """What an axolotl config trains, from which run: each has its own defaults and row layout."""
+
+    SEFT_REVISER = "seft-reviser"
+    SEFT_POLICY = "seft-policy"
+    SEFT_DPO = "seft-dpo"
+    JSFT = "jsft"
+    SELF_JUDGE_DPO = "self-judge-dpo"
+    BEST_OF = "best-of"
+    SRT_STAGE1 = "srt-stage1"
+    SRT_STAGE2 = "srt-stage2"
+
+
 class ErrorKind(StrEnum):
-    """Why a row is not usable. ENGINE rows are not written (a rerun retries them); PARSE and
-    FILTER rows are written with `kept = false` and the kind in `reason_kind`."""
+    """Why a row is not usable. ENGINE rows are not written (a rerun retries them); PARSE, FILTER
+    and QUALITY rows are written with `kept = false` and the kind in `reason_kind`."""
 
     ENGINE = "engine"  # the model call failed (API down, timeout)
     PARSE = "parse"  # the reply does not follow the template's output format
     FILTER = "filter"  # a method's filter rejected it (score, margin, consistency, tie)
+    QUALITY = "quality"  # a quality gate rejected its target text (truncated, repetition, leaked heading, blow-up)
 
 
 class RunStatus(StrEnum):

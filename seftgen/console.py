@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,8 +27,8 @@ from seftgen.errors import UserError
 console = Console(stderr=True, highlight=False, soft_wrap=True)  # never break paths mid-word
 
 
-def print_error(err: UserError) -> None:
-    console.print(f"[bold red]Error:[/] {err.format()}", soft_wrap=True)
+def print_error(err: UserError, flag_of: Callable[[str], str | None] | None = None) -> None:
+    console.print(f"[bold red]Error:[/] {escape(err.format(flag_of))}", soft_wrap=True)
 
 
 def warn(message: str) -> None:

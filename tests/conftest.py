@@ -22,6 +22,10 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+# On a GPU the session's engines share one device: the in-process engine, `vllm serve` (0.2) and a
+# round's own engines must add up to less than the whole (vLLM refuses an engine whose share
+# exceeds the free memory). On CPU the share is of ALL RAM and 0.3 is the default anyway.
+os.environ.setdefault("SEFTGEN_MEMORY_SHARE", "0.3")
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_PROMPTS = REPO / "data" / "demo" / "prompts.jsonl"
@@ -52,8 +56,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Fixtures that start a model: a test that uses one is marked so (`make test-fast` skips them).
+ENGINE_FIXTURES = {"engine": "engine", "sample_run": "engine", "server": "server"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Ray tests go last: they free the session engine and server first (memory on a 2-core box)."""
+    """Tests that use an engine or server fixture get its marker; Ray tests go last: they free the
+    session engine and server first (memory on a 2-core box)."""
+    for item in items:
+        for fixture, marker in ENGINE_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()) and item.get_closest_marker(marker) is None:
+                item.add_marker(getattr(pytest.mark, marker))
     items.sort(key=lambda item: item.get_closest_marker("ray") is not None)
 
 

@@ -1,5 +1,6 @@
 """One source per default: every CLI option and recipe field that mirrors a library setting has
-the library's default, so `seftgen X` and `seftgen.stages.X(...)` do the same thing unasked."""
+the library's default (`seftgen.stages.config`), so `seftgen X`, a recipe and
+`seftgen.stages.X(...)` do the same thing unasked."""
 
 from __future__ import annotations
 
@@ -11,99 +12,118 @@ from seftgen.cli import data, generate
 from seftgen.cli.options import ENGINE_OPTIONS
 from seftgen.defaults import defaults_of
 from seftgen.engines import EngineSpec
-from seftgen.engines.base import SamplingConfig
-from seftgen.io.store import Shard
-from seftgen.recipes import CritiqueStage, JudgeStage, ReviseStage, SampleStage
-from seftgen.stages.build_data import RevisionLabels, build_jsft_data, build_reviser_data
+from seftgen.evaluation.evaluate import evaluate
+from seftgen.rounds.recipe import CritiqueStage, EvalSection, JudgeStage, ReviseStage, SampleStage, SelfCritiqueStage
+from seftgen.stages import config
+from seftgen.stages.build_data import RevisionLabels, build_jsft_data
 from seftgen.stages.judge import best_of, judge_pairs
-from seftgen.stages.revise import revise_seft, revise_srt
+from seftgen.stages.revise import revise_seft, revise_self, revise_srt
 from seftgen.stages.sample import sample
 
-# CLI options that are None on purpose: the library picks its default per method (revise).
-PER_METHOD = {"template", "max_tokens", "batch_size"}
 
-
-def cli_defaults(command) -> dict[str, object]:
+def signature_defaults(fn) -> dict[str, object]:
     return {
         name: p.default
-        for name, p in inspect.signature(command).parameters.items()
+        for name, p in inspect.signature(fn).parameters.items()
         if p.default is not inspect.Parameter.empty
     }
 
 
-@pytest.mark.parametrize(
-    ("command", "library"),
-    [
-        (generate.sample_cmd, [sample, SamplingConfig]),
-        (generate.judge_cmd, [judge_pairs]),
-        (generate.best_of_cmd, [best_of]),
-        (data.build_reviser_data_cmd, [build_reviser_data, RevisionLabels]),
-        (data.build_jsft_data_cmd, [build_jsft_data]),
-    ],
-    ids=lambda x: getattr(x, "__name__", ""),
-)
-def test_cli_defaults_are_the_librarys(command, library) -> None:
-    lib: dict[str, object] = {}
-    for target in library:
-        lib |= defaults_of(target)
-    cli = cli_defaults(command)
-    engine_names = {name for name, _, _ in ENGINE_OPTIONS}
+# (library function, its config, how the config's fields are named in the signature)
+FUNCTIONS = [
+    (sample, config.SAMPLE, {}),
+    (revise_seft, config.REVISE, {}),
+    (revise_srt, config.CRITIQUE, {}),
+    (revise_self, config.SELF_CRITIQUE, {}),
+    (judge_pairs, config.JUDGE, {}),
+    (best_of, config.TOURNAMENT, {}),
+    (evaluate, config.EVALUATE, {}),
+    (build_jsft_data, config.JSFT_DATA, {}),
+]
+
+
+@pytest.mark.parametrize(("fn", "cfg", "renamed"), FUNCTIONS, ids=lambda x: getattr(x, "__name__", ""))
+def test_stage_functions_default_to_their_config(fn, cfg, renamed) -> None:
+    sig = signature_defaults(fn)
     compared = 0
-    # How the CLI's text options become library values.
+    for name in defaults_of(type(cfg)):
+        key = renamed.get(name, name)
+        if key in sig:
+            assert sig[key] == getattr(cfg, name), f"{fn.__name__}({key}=...)"
+            compared += 1
+    assert compared >= 2, fn.__name__  # the comparison really ran
+
+
+CLI = [
+    (generate.sample_cmd, {"batch_size": config.SAMPLE.batch_size, **defaults_of(type(config.SAMPLE.params))}),
+    (generate.judge_cmd, defaults_of(config.JudgeConfig)),
+    (generate.best_of_cmd, defaults_of(config.BestOfConfig) | {"tournament_seed": config.TOURNAMENT.seed}),
+    (generate.evaluate_cmd, defaults_of(config.EvaluateConfig)),
+    (data.build_reviser_data_cmd, defaults_of(RevisionLabels) | {"template": config.REVISE.template}),
+    (data.build_jsft_data_cmd, defaults_of(config.JsftDataConfig) | {"sft": config.JSFT_DATA.include_sft}),
+]
+
+
+@pytest.mark.parametrize(("command", "library"), CLI, ids=lambda x: getattr(x, "__name__", ""))
+def test_cli_defaults_are_the_librarys(command, library) -> None:
+    cli = signature_defaults(command)
+    engine_names = {name for name, _, _ in ENGINE_OPTIONS}
     as_library = {
-        "shard": Shard.parse,
         "stop": lambda stop: tuple(stop or ()),
         "template": lambda given: given[0] if isinstance(given, list) and len(given) == 1 else given,
     }
+    compared = 0
     for name, given in cli.items():
-        key = {"tournament_seed": "seed", "sft": "include_sft"}.get(name, name)
-        if name in engine_names or key not in lib:
+        if name in engine_names or name not in library:
             continue
         default = as_library.get(name, lambda value: value)(given)
-        assert default == lib[key], f"{command.__name__} --{name}: CLI {default!r}, library {lib[key]!r}"
+        assert default == library[name], f"{command.__name__} --{name}: CLI {default!r}, library {library[name]!r}"
         compared += 1
-    assert compared >= 3  # the comparison really ran
+    assert compared >= 2  # the comparison really ran
 
 
 def test_revise_leaves_per_method_defaults_to_the_library() -> None:
-    cli = cli_defaults(generate.revise_cmd)
-    assert all(cli[name] is None for name in PER_METHOD)
-    assert cli["score_template"] == defaults_of(revise_srt)["score_template"]
-    # The help shows the library's values for both methods.
-    seft, srt = defaults_of(revise_seft), defaults_of(revise_srt)
-    assert seft["params"].max_tokens != srt["max_tokens"]  # why one CLI default cannot serve both
+    cli = signature_defaults(generate.revise_cmd)
+    assert all(cli[name] is None for name in ("template", "max_tokens", "batch_size"))
+    assert cli["score_template"] == config.CRITIQUE.score_template
+    assert config.REVISE.params.max_tokens != config.CRITIQUE.max_tokens  # why one CLI default cannot serve both
 
 
 def test_engine_options_default_to_engine_spec() -> None:
     spec = defaults_of(EngineSpec)
-    cli = cli_defaults(generate.sample_cmd)
+    cli = signature_defaults(generate.sample_cmd)
     renamed = {"engine": "kind", "tensor_parallel": "tensor_parallel_size"}
     for name, _, _ in ENGINE_OPTIONS:
         assert cli[name] == spec[renamed.get(name, name)], name
 
 
 def test_recipe_stage_defaults_are_the_librarys() -> None:
-    sampling = SamplingConfig()
+    sampling = config.SAMPLE.params
     stage = SampleStage()
-    assert (stage.n, stage.temperature, stage.top_p, stage.max_tokens) == (
-        sampling.n,
-        sampling.temperature,
-        sampling.top_p,
-        sampling.max_tokens,
-    )
-    assert stage.batch_size == defaults_of(sample)["batch_size"]
-    seft, srt, judge = defaults_of(revise_seft), defaults_of(revise_srt), defaults_of(judge_pairs)
-    assert ReviseStage().max_tokens == seft["params"].max_tokens and ReviseStage().template == seft["template"]
+    assert stage.params() == sampling and stage.batch_size == config.SAMPLE.batch_size
+    assert ReviseStage().max_tokens == config.REVISE.params.max_tokens
+    assert ReviseStage().template == config.REVISE.template
     critique = CritiqueStage(critic={"model": "x"})
     assert (critique.max_tokens, critique.template, critique.score_template) == (
-        srt["max_tokens"],
-        srt["template"],
-        srt["score_template"],
+        config.CRITIQUE.max_tokens,
+        config.CRITIQUE.template,
+        config.CRITIQUE.score_template,
+    )
+    self_critique = SelfCritiqueStage()
+    assert (self_critique.template, self_critique.score_template) == (
+        config.SELF_CRITIQUE.template,
+        config.SELF_CRITIQUE.score_template,
     )
     j = JudgeStage()
     assert (j.template, j.verdict, j.min_margin, j.require_consistent) == (
-        judge["template"],
-        judge["verdict"],
-        judge["min_margin"],
-        judge["require_consistent"],
+        config.JUDGE.template,
+        config.JUDGE.verdict,
+        config.JUDGE.min_margin,
+        config.JUDGE.require_consistent,
+    )
+    ev = EvalSection()
+    assert (ev.template, ev.verdict, ev.tie_margin) == (
+        config.EVALUATE.template,
+        config.EVALUATE.verdict,
+        config.EVALUATE.tie_margin,
     )

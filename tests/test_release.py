@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -43,7 +43,7 @@ def revisions_run(path: Path) -> Path:
             "params": {"max_tokens": 8},
         },
     )
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     base = {
         "messages": [{"role": "user", "content": "q"}],
         "method": "srt",

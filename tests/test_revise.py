@@ -19,6 +19,7 @@ from seftgen.engines import EngineSpec
 from seftgen.engines.base import SamplingConfig
 from seftgen.io.schema import REVISIONS
 from seftgen.io.store import load_manifest, part_files, read_run
+from seftgen.stages.quality import QualityGates
 from seftgen.stages.revise import revise_seft, revise_srt
 
 pytestmark = pytest.mark.engine
@@ -30,7 +31,10 @@ def sample_keys(run: Path) -> set[tuple[str, int]]:
 
 def test_seft_reviser_rows(engine, sample_run: Path, tmp_path: Path) -> None:
     """The untrained 135M model as reviser: constrained decoding makes its replies parse."""
-    result = revise_seft(sample_run, tmp_path / "rev", engine, params=SamplingConfig(temperature=0.0, max_tokens=32))
+    # Parsing is the point here: the short samples are truncated, so let them be targets.
+    gates = QualityGates(keep_truncated=True)
+    params = SamplingConfig(temperature=0.0, max_tokens=32)
+    result = revise_seft(sample_run, tmp_path / "rev", engine, params=params, quality=gates)
     df = read_run(tmp_path / "rev", "revisions")
     assert df.schema == REVISIONS.schema
     assert set(df.select("prompt_id", "sample_idx").iter_rows()) == sample_keys(sample_run)
@@ -42,15 +46,10 @@ def test_seft_reviser_rows(engine, sample_run: Path, tmp_path: Path) -> None:
         assert (row["revised"] == row["original"]) == (row["label"] == "keep")
     assert result.summary["rows"] == df.height
     # Without constraints the same model does not follow the format (why constraints are on).
-    free = revise_seft(
-        sample_run, tmp_path / "free", engine, params=SamplingConfig(temperature=0.0, max_tokens=32), constrain=False
-    )
+    free = revise_seft(sample_run, tmp_path / "free", engine, params=params, constrain=False, quality=gates)
     assert free.summary["kept"] < result.summary["kept"]
     assert read_run(tmp_path / "free").filter(~pl.col("kept"))["reason_kind"].eq("parse").all()
-    assert (
-        revise_seft(sample_run, tmp_path / "rev", engine, params=SamplingConfig(temperature=0.0, max_tokens=32)).written
-        == 0
-    )  # resumed: nothing to do
+    assert revise_seft(sample_run, tmp_path / "rev", engine, params=params, quality=gates).written == 0  # resumed
 
 
 def test_revise_cli_needs_exactly_one_mode(sample_run: Path, tmp_path: Path, capsys) -> None:

@@ -12,8 +12,7 @@ from conftest import REPO, SERVED_NAME, run_cli
 
 from seftgen.errors import UserError
 from seftgen.io.store import read_run
-from seftgen.recipes import load_recipe
-from seftgen.stages.round import parse_rounds, run_round
+from seftgen.rounds import load_recipe, parse_rounds, run_round
 from seftgen.training.env import find_axolotl
 
 pytestmark = pytest.mark.engine
@@ -92,7 +91,9 @@ def test_without_train_the_round_stops_where_a_trained_model_is_needed(engine, t
     result = run_round(recipe, tmp_path / "w", 1)
     assert result.blocked and "training step 'reviser'" in result.blocked
     assert (
-        result.commands[0].startswith("axolotl train") and (tmp_path / "w" / "round-1" / "train-reviser.yml").is_file()
+        " train " in result.commands[0]
+        and result.commands[0].endswith("train-reviser.yml --launcher python")
+        and (tmp_path / "w" / "round-1" / "train-reviser.yml").is_file()
     )
     assert "revise" not in result.stages
     with pytest.raises(UserError, match="trained policy is missing"):

@@ -14,7 +14,8 @@ from typing import NoReturn
 import typer
 
 from seftgen.cli import admin, data, export, generate
-from seftgen.console import print_error, warn
+from seftgen.cli.errors import show as show_error
+from seftgen.console import warn
 from seftgen.errors import UserError
 
 app = typer.Typer(
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(code, int) and code:  # without standalone mode, click returns typer.Exit's code
             sys.exit(code)
     except UserError as err:
-        print_error(err)
+        show_error(err)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         warn("interrupted: finished parts are kept; rerun the same command to resume")

@@ -8,12 +8,10 @@ import typer
 
 from seftgen.cli.options import LimitOpt, OutOpt
 from seftgen.cli.report import report
-from seftgen.defaults import defaults_of
 from seftgen.stages.build_data import RevisionLabels, build_jsft_data, build_reviser_data
+from seftgen.stages.config import JSFT_DATA, REVISE
 
-_LABELS = defaults_of(RevisionLabels)
-_REVISER = defaults_of(build_reviser_data)
-_JSFT = defaults_of(build_jsft_data)
+_LABELS = RevisionLabels()  # the library's defaults, shown and used by the options below
 
 SourceArg = Annotated[
     str, typer.Argument(help="Preference records: .jsonl, .parquet, a saved dataset folder or a hub id.")
@@ -57,17 +55,17 @@ def build_reviser_data_cmd(
     preset: PresetOpt = "seftgen",
     keep_min_rating: Annotated[
         float, typer.Option("--keep-min-rating", help="A response rated at least this becomes a keep example.")
-    ] = _LABELS["keep_min_rating"],
+    ] = _LABELS.keep_min_rating,
     min_target_rating: Annotated[
         float, typer.Option("--min-target-rating", help="Never rewrite towards a response rated below this.")
-    ] = _LABELS["min_target_rating"],
+    ] = _LABELS.min_target_rating,
     minor_gap: Annotated[
         float, typer.Option("--minor-gap", help="Rating gap (best - weak) from which a pair is a minor revision.")
-    ] = _LABELS["minor_gap"],
+    ] = _LABELS.minor_gap,
     major_gap: Annotated[
         float, typer.Option("--major-gap", help="Rating gap from which a pair is a major revision.")
-    ] = _LABELS["major_gap"],
-    template: Annotated[str, typer.Option("--template")] = _REVISER["template"],
+    ] = _LABELS.major_gap,
+    template: Annotated[str, typer.Option("--template")] = REVISE.template,
     limit: LimitOpt = None,
     prompt_column: PromptColOpt = None,
     responses_column: ResponsesColOpt = None,
@@ -110,13 +108,13 @@ def build_jsft_data_cmd(
             "e.g. --preset ultrafeedback); or our rationale-first judge_helpfulness / judge_harmlessness (needs "
             "a rationale column).",
         ),
-    ] = [_JSFT["template"]],  # noqa: B006 - Typer's list default, never mutated
+    ] = [JSFT_DATA.template],  # noqa: B006 - Typer's list default, never mutated
     min_gap: Annotated[
         float, typer.Option("--min-gap", help="Only pair responses whose ratings differ by at least this.")
-    ] = _JSFT["min_gap"],
-    sft: Annotated[bool, typer.Option("--sft/--no-sft", help="Also emit the best response as an SFT example.")] = _JSFT[
-        "include_sft"
-    ],
+    ] = JSFT_DATA.min_gap,
+    sft: Annotated[
+        bool, typer.Option("--sft/--no-sft", help="Also emit the best response as an SFT example.")
+    ] = JSFT_DATA.include_sft,
     limit: LimitOpt = None,
     prompt_column: PromptColOpt = None,
     responses_column: ResponsesColOpt = None,

@@ -93,7 +93,8 @@ def round_cmd(
         bool, typer.Option("--train/--no-train", help="Run each training step with axolotl (train + merge-lora).")
     ] = False,
     preset: Annotated[
-        str | None, typer.Option("--preset", help="axolotl preset for every step: cpu, gpu or a YAML file.")
+        str | None,
+        typer.Option("--preset", help="axolotl preset for every step: cpu, gpu, gpu-fsdp, gpu-qlora or a YAML file."),
     ] = None,
     axolotl: Annotated[
         Path | None,
@@ -103,6 +104,21 @@ def round_cmd(
     base_dir: Annotated[
         Path, typer.Option("--base-dir", help="Relative paths in the recipe resolve against this.")
     ] = Path("."),
+    launcher_args: Annotated[
+        str | None,
+        typer.Option(
+            "--launcher-args",
+            help="Arguments for axolotl's launcher (accelerate/torchrun), one string, e.g. "
+            "'--num_processes 4 --main_process_port 29501'; overrides the recipe's training.launcher_args.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print every training command (launcher, arguments, processes, effective batch) and run nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Run rounds of a recipe: data stages, axolotl configs, and with [bold]--train[/] the training.
 
@@ -116,23 +132,39 @@ def round_cmd(
       seftgen round seft --rounds 1-2 --train --preset cpu --workdir runs/demo
 
       seftgen round self-judge --round 1 --workdir runs/sj      # configs only
+
+      seftgen round seft --rounds 1-3 --preset gpu-fsdp --launcher-args '--num_processes 8' --dry-run
     """
+    import shlex
+
     from seftgen.console import StepLine
-    from seftgen.recipes import load_recipe
-    from seftgen.stages.round import parse_rounds, run_rounds
+    from seftgen.rounds import RoundOptions, load_recipe, parse_rounds, run_rounds
 
     line = StepLine()
-    results = run_rounds(
-        load_recipe(recipe, base_dir),
-        workdir,
-        parse_rounds(rounds),
-        policy=policy,
-        do_train=do_train,
+    options = RoundOptions(
+        train=do_train,
         axolotl=axolotl,
         preset=preset,
+        launcher_args=shlex.split(launcher_args) if launcher_args is not None else None,
         notify=lambda text: console.print(f"[dim]·[/] {text}"),
         on_step=line.update,
     )
+    loaded = load_recipe(recipe, base_dir)
+    if dry_run:
+        from rich.markup import escape
+
+        from seftgen.rounds.plan import plan_training
+
+        for step in plan_training(loaded, workdir, parse_rounds(rounds), options):
+            console.print(
+                f"[bold]round {step.round}[/] {step.step} ({step.kind}, preset {step.preset or 'none'}): "
+                f"launcher {step.launcher or 'accelerate'}, {step.processes} process(es), "
+                f"effective batch {step.effective_batch}"
+            )
+            for command in step.commands:
+                console.print(f"  {escape(command)}", soft_wrap=True)
+        return
+    results = run_rounds(loaded, workdir, parse_rounds(rounds), policy=policy, options=options)
     for result in results:
         round_report(result)
 
@@ -148,6 +180,8 @@ def round_report(result) -> None:
             f"{k} {v}" for k, v in s.items() if k in ("prompts", "rows", "kept", "labels", "examples", "pairs")
         )
         console.print(f"  [green]✓[/] {name}: {detail or f'{stage.written} rows'}")
+        if gates := s.get("gates"):
+            console.print("      quality gates removed: " + ", ".join(f"{g} {n}" for g, n in gates.items()))
     for name, trained in result.trained.items():
         loss = f"loss {trained.losses[0]:.3f} → {trained.losses[-1]:.3f}" if trained.losses else "no loss logged"
         state = "already trained" if trained.skipped else f"{trained.steps} steps, {trained.seconds:.0f}s"
@@ -180,7 +214,7 @@ TIME_PARTS = {"engine_start_s": "engine start", "generation_s": "generation", "w
 
 def time_report(result) -> None:
     """Where the round's time went: one line per stage and training step."""
-    from seftgen.stages.round import time_table
+    from seftgen.rounds.runner import time_table
 
     table = time_table(result)
     console.print(f"  time: {table.pop('round')['total_s']:.0f}s")

@@ -14,6 +14,8 @@ from seftgen.cli.options import (
     SAMPLING,
     SAMPLING_DEFAULTS,
     BatchSizeOpt,
+    GateOpt,
+    KeepTruncatedOpt,
     LimitOpt,
     MaxTokensOpt,
     NOpt,
@@ -23,12 +25,12 @@ from seftgen.cli.options import (
     StopOpt,
     TemperatureOpt,
     TopPOpt,
+    quality_gates,
     sampling,
     with_engine_options,
 )
 from seftgen.cli.report import report
 from seftgen.console import console
-from seftgen.defaults import defaults_of
 from seftgen.engines import EngineSpec
 from seftgen.engines.openai_batch import BATCH_ROWS
 from seftgen.errors import UserError
@@ -36,17 +38,12 @@ from seftgen.evaluation.evaluate import evaluate
 from seftgen.evaluation.stats import headline
 from seftgen.io.readers import PromptColumns
 from seftgen.io.store import Shard
+from seftgen.stages.config import CRITIQUE, EVALUATE, JUDGE, REVISE, SAMPLE, TOURNAMENT
 from seftgen.stages.judge import best_of, judge_pairs
 from seftgen.stages.revise import SRT_BATCH_SIZE, revise_seft, revise_self, revise_srt
 from seftgen.stages.sample import sample
 
-# The library's defaults, shown and used by the options below (one source per default).
-_SAMPLE = defaults_of(sample)
-_SEFT = defaults_of(revise_seft)
-_SRT = defaults_of(revise_srt)
-_JUDGE = defaults_of(judge_pairs)
-_BEST_OF = defaults_of(best_of)
-_EVALUATE = defaults_of(evaluate)
+# The library's defaults (seftgen.stages.config), shown and used by the options below.
 
 
 ConstrainOpt = Annotated[
@@ -81,8 +78,8 @@ def sample_cmd(
     top_p: TopPOpt = SAMPLING_DEFAULTS.top_p,
     max_tokens: MaxTokensOpt = SAMPLING_DEFAULTS.max_tokens,
     stop: StopOpt = None,
-    limit: LimitOpt = _SAMPLE["limit"],
-    batch_size: BatchSizeOpt = _SAMPLE["batch_size"],
+    limit: LimitOpt = None,
+    batch_size: BatchSizeOpt = SAMPLE.batch_size,
     self_refine: Annotated[
         bool,
         typer.Option(
@@ -90,7 +87,7 @@ def sample_cmd(
             help="SRT at inference: the model (an SRT stage-1/2 model) refines each response once, with its own "
             "feedback; `response` is the refinement, `initial` and `feedback` are kept.",
         ),
-    ] = _SAMPLE["self_refine"],
+    ] = False,
     shard: ShardOpt = None,
     resume: ResumeOpt = True,
     *,
@@ -165,18 +162,18 @@ def revise_cmd(
         str | None,
         typer.Option(
             "--template",
-            help=f"Template name or YAML file; default {_SEFT['template']} (reviser), {_SRT['template']} (critic).",
+            help=f"Template name or YAML file; default {REVISE.template} (reviser), {CRITIQUE.template} (critic).",
         ),
     ] = None,
     score_template: Annotated[
         str, typer.Option("--score-template", help="SRT: template of the separate scoring calls.")
-    ] = _SRT["score_template"],
+    ] = CRITIQUE.score_template,
     max_tokens: Annotated[
         int | None,
         typer.Option(
             "--max-tokens",
             min=1,
-            help=f"Tokens per reply; default {_SEFT['params'].max_tokens} (reviser), {_SRT['max_tokens']} (critic).",
+            help=f"Tokens per reply; default {REVISE.params.max_tokens} (reviser), {CRITIQUE.max_tokens} (critic).",
             rich_help_panel=SAMPLING,
         ),
     ] = None,
@@ -185,12 +182,14 @@ def revise_cmd(
         typer.Option(
             "--batch-size",
             min=1,
-            help=f"Samples per engine call and part file; default {_SEFT['batch_size']} (reviser), "
+            help=f"Samples per engine call and part file; default {REVISE.batch_size} (reviser), "
             f"{SRT_BATCH_SIZE} (critic; {BATCH_ROWS:,} with --batch-api).",
             rich_help_panel=RUN,
         ),
     ] = None,
-    constrain: ConstrainOpt = _SEFT["constrain"],
+    constrain: ConstrainOpt = REVISE.constrain,
+    keep_truncated: KeepTruncatedOpt = False,
+    gate: GateOpt = None,
     shard: ShardOpt = None,
     resume: ResumeOpt = True,
     *,
@@ -221,8 +220,9 @@ def revise_cmd(
     # Options left unset take the library's default for the method (one source of defaults).
     given = {k: v for k, v in {"template": template, "batch_size": batch_size}.items() if v is not None}
     given["constrain"] = constrain
+    given["quality"] = quality_gates(keep_truncated, gate)
     if reviser is not None:
-        params = _SEFT["params"] if max_tokens is None else replace(_SEFT["params"], max_tokens=max_tokens)
+        params = REVISE.params if max_tokens is None else replace(REVISE.params, max_tokens=max_tokens)
         result = revise_seft(
             samples, out, replace(spec, model=reviser), params=params, shard=Shard.parse(shard), resume=resume, **given
         )
@@ -260,17 +260,19 @@ VerdictOpt = Annotated[
 def judge_cmd(
     samples: SamplesArg,
     out: OutOpt,
-    template: JudgeTemplatesOpt = [_JUDGE["template"]],  # noqa: B006 - Typer's list default, never mutated
-    verdict: VerdictOpt = _JUDGE["verdict"],
+    template: JudgeTemplatesOpt = [JUDGE.template],  # noqa: B006 - Typer's list default, never mutated
+    verdict: VerdictOpt = JUDGE.verdict,
     min_margin: Annotated[
         float,
         typer.Option("--min-margin", min=0.0, max=1.0, help="Keep pairs whose margin |2*score_a-1| is at least this."),
-    ] = _JUDGE["min_margin"],
+    ] = JUDGE.min_margin,
     require_consistent: Annotated[
         bool, typer.Option("--require-consistent", help="Keep only pairs both orders agree on.")
-    ] = _JUDGE["require_consistent"],
-    batch_size: BatchSizeOpt = _JUDGE["batch_size"],
-    constrain: ConstrainOpt = _JUDGE["constrain"],
+    ] = JUDGE.require_consistent,
+    batch_size: BatchSizeOpt = JUDGE.batch_size,
+    constrain: ConstrainOpt = JUDGE.constrain,
+    keep_truncated: KeepTruncatedOpt = False,
+    gate: GateOpt = None,
     shard: ShardOpt = None,
     resume: ResumeOpt = True,
     *,
@@ -296,6 +298,7 @@ def judge_cmd(
         require_consistent=require_consistent,
         batch_size=batch_size,
         constrain=constrain,
+        quality=quality_gates(keep_truncated, gate),
         shard=Shard.parse(shard),
         resume=resume,
     )
@@ -306,13 +309,15 @@ def judge_cmd(
 def best_of_cmd(
     samples: SamplesArg,
     out: OutOpt,
-    template: JudgeTemplatesOpt = [_BEST_OF["template"]],  # noqa: B006 - Typer's list default, never mutated
-    verdict: VerdictOpt = _BEST_OF["verdict"],
-    tournament_seed: Annotated[int, typer.Option("--tournament-seed", help="Seed of the bracket shuffle.")] = _BEST_OF[
-        "seed"
-    ],
-    batch_size: BatchSizeOpt = _BEST_OF["batch_size"],
-    constrain: ConstrainOpt = _BEST_OF["constrain"],
+    template: JudgeTemplatesOpt = [TOURNAMENT.template],  # noqa: B006 - Typer's list default, never mutated
+    verdict: VerdictOpt = TOURNAMENT.verdict,
+    tournament_seed: Annotated[
+        int, typer.Option("--tournament-seed", help="Seed of the bracket shuffle.")
+    ] = TOURNAMENT.seed,
+    batch_size: BatchSizeOpt = TOURNAMENT.batch_size,
+    constrain: ConstrainOpt = TOURNAMENT.constrain,
+    keep_truncated: KeepTruncatedOpt = False,
+    gate: GateOpt = None,
     shard: ShardOpt = None,
     resume: ResumeOpt = True,
     *,
@@ -333,6 +338,7 @@ def best_of_cmd(
         seed=tournament_seed,
         batch_size=batch_size,
         constrain=constrain,
+        quality=quality_gates(keep_truncated, gate),
         shard=Shard.parse(shard),
         resume=resume,
     )
@@ -344,17 +350,17 @@ def evaluate_cmd(
     candidate: Annotated[Path, typer.Argument(help="Sample run of the policy being evaluated.")],
     baseline: Annotated[Path, typer.Argument(help="Sample run of the policy it is compared with.")],
     out: OutOpt,
-    template: TemplateOpt = _EVALUATE["template"],
-    verdict: VerdictOpt = _EVALUATE["verdict"],
+    template: TemplateOpt = EVALUATE.template,
+    verdict: VerdictOpt = EVALUATE.verdict,
     tie_margin: Annotated[
         float,
         typer.Option(
             "--tie-margin", min=0.0, max=1.0, help="A verdict whose margin |2*score-1| is below this is a tie."
         ),
-    ] = _EVALUATE["tie_margin"],
-    limit: LimitOpt = _EVALUATE["limit"],
-    batch_size: BatchSizeOpt = _EVALUATE["batch_size"],
-    constrain: ConstrainOpt = _EVALUATE["constrain"],
+    ] = EVALUATE.tie_margin,
+    limit: LimitOpt = None,
+    batch_size: BatchSizeOpt = EVALUATE.batch_size,
+    constrain: ConstrainOpt = EVALUATE.constrain,
     resume: ResumeOpt = True,
     *,
     spec: EngineSpec,

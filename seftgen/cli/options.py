@@ -15,6 +15,7 @@ from seftgen.choices import EngineKind
 from seftgen.defaults import defaults_of
 from seftgen.engines import EngineSpec
 from seftgen.engines.base import SamplingConfig
+from seftgen.stages.quality import GATES, QualityGates
 
 ENGINE = "Engine"
 SAMPLING = "Sampling"
@@ -176,6 +177,32 @@ ShardOpt = Annotated[
 BatchSizeOpt = Annotated[
     int, typer.Option("--batch-size", min=1, help="Prompts per engine call and per part file.", rich_help_panel=RUN)
 ]
+QUALITY = "Quality gates"
+KeepTruncatedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-truncated",
+        help="Let texts that hit max_tokens be training targets (default: such rows are kept=false, reason "
+        "'truncated').",
+        rich_help_panel=QUALITY,
+    ),
+]
+GateOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--gate",
+        help="A quality gate threshold, KEY=VALUE (repeatable): max_repeated_ngrams=0.3, ngram=4, headings=false, "
+        "max_growth=4, growth_slack=64, min_words_for_repetition=24.",
+        rich_help_panel=QUALITY,
+    ),
+]
+
+
+def quality_gates(keep_truncated: bool, gate: list[str] | None) -> QualityGates:
+    """The library's gates with the CLI's changes."""
+    return GATES.with_settings(gate or None).with_settings({"keep_truncated": True} if keep_truncated else None)
+
+
 LimitOpt = Annotated[
     int | None, typer.Option("--limit", min=1, help="Use only the first N prompts.", rich_help_panel=RUN)
 ]

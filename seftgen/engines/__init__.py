@@ -76,7 +76,7 @@ def _read_template(path: str | None) -> str | None:
 
 def get_engine(spec: EngineSpec) -> Engine:
     if spec.batch_api and spec.kind != EngineKind.OPENAI:
-        raise UserError("--batch-api is for API engines: add --engine openai (or --critic openai) and --base-url")
+        raise UserError("the Batch API is for API engines: set `engine` openai and `base_url`", param="batch_api")
     if spec.kind in (EngineKind.VLLM, EngineKind.RAY):
         # 'demo', a relative path and a symlink to the same folder are one model: one engine.
         spec = replace(spec, model=resolve_model(spec.model))
@@ -104,9 +104,9 @@ def get_engine(spec: EngineSpec) -> Engine:
         from seftgen.engines.openai_engine import OpenAIEngine
 
         if not spec.base_url:
-            raise UserError("--engine openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+            raise UserError("an openai engine needs `base_url` (e.g. http://127.0.0.1:8000/v1)", param="base_url")
         if spec.model == DEMO:
-            raise UserError("with --engine openai, --model names the served model (see GET /v1/models)")
+            raise UserError("with an openai engine, `model` names the served model (see GET /v1/models)", param="model")
         api = OpenAIBatchEngine if spec.batch_api else OpenAIEngine
         batch = {"poll": spec.batch_poll} if spec.batch_api else {}
         engine = api(
@@ -127,7 +127,7 @@ def get_engine(spec: EngineSpec) -> Engine:
         from seftgen.engines.ray_engine import RayEngine
 
         if spec.chat_template:
-            raise UserError("--chat-template is not supported with --engine ray (it uses the tokenizer's)")
+            raise UserError("not supported with a ray engine (it uses the tokenizer's)", param="chat_template")
         engine = RayEngine(
             spec.model,
             address=spec.ray_address,
@@ -136,7 +136,7 @@ def get_engine(spec: EngineSpec) -> Engine:
             **local,
         )
     else:
-        raise UserError(f"unknown engine {spec.kind!r} (choose {', '.join(EngineKind)})")
+        raise UserError(f"unknown engine {spec.kind!r} (choose {', '.join(EngineKind)})", param="engine")
     engine.startup_s = time.monotonic() - started
     _CACHE[spec] = engine
     return engine

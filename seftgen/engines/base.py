@@ -147,6 +147,11 @@ class Engine(ABC):
         """For each conversation ending in an assistant prefix: the probability of each candidate
         string as the very next token (0.0 when outside the top 20), or None if the call failed."""
 
+    def context_errors(self, conversations: list[Messages], *, continue_final: bool = False) -> list[str | None]:
+        """Per conversation: why its prompt cannot fit the model's context, or None. Engines that
+        hold the tokenizer check before generation; an API answers such a request with an error."""
+        return [None] * len(conversations)
+
     def check_answer_tokens(self, candidates: tuple[str, ...]) -> None:  # noqa: B027 - optional hook
         """Raise a UserError unless each candidate is a single token of this model; engines
         that hold the tokenizer check it before any work starts (an API cannot be asked)."""

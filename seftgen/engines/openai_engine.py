@@ -246,7 +246,7 @@ class OpenAIEngine(Engine):
                 continue
             top = _top_logprobs(reply)
             if top is None:
-                raise UserError("the server returned no logprobs; use --verdict text for this API")
+                raise UserError("the server returned no logprobs; use `verdict` text for this API")
             results.append({c: math.exp(top[c]) if c in top else 0.0 for c in candidates})
         return results
 

@@ -42,7 +42,7 @@ class RayEngine(Engine):
             import ray
             from ray.data.llm import vLLMEngineProcessorConfig
         except ImportError as exc:
-            raise UserError("--engine ray needs Ray Data", hint="pip install 'seftgen[ray]'") from exc
+            raise UserError("a ray engine needs Ray Data", hint="pip install 'seftgen[ray]'", param="engine") from exc
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
         self.model = model

@@ -16,24 +16,30 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from seftgen.choices import EngineKind
+from seftgen.devices import accelerator
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
 from seftgen.errors import UserError
 
+# Room for a chat template's own text (role markers, a default system prompt) in the byte bound
+# of `context_errors`; conversations within it are never tokenized twice.
+CHAT_TEMPLATE_BYTES = 1024
 TOP_LOGPROBS = 20  # vLLM's default max_logprobs, and the OpenAI API's top_logprobs limit
 
 
 def default_memory_share() -> float:
     """vLLM's gpu_memory_utilization. On GPUs vLLM's own 0.9; on the CPU backend it is the share of
-    ALL RAM reserved per engine, and 0.9 fails at start-up, so 0.3 (about 7 GiB of 24)."""
-    import torch
-
-    return 0.9 if torch.cuda.is_available() else 0.3
+    ALL RAM reserved per engine, and 0.9 fails at start-up, so 0.3 (about 7 GiB of 24).
+    $SEFTGEN_MEMORY_SHARE overrides both (the test suite runs several engines on one device)."""
+    if share := os.environ.get("SEFTGEN_MEMORY_SHARE"):
+        return float(share)
+    return 0.9 if accelerator() == "cuda" else 0.3
 
 
 def answer_token_id(tokenizer: Any, text: str, model: str) -> int:
@@ -74,6 +80,7 @@ class VLLMEngine(Engine):
 
         self.model = model
         self.seed = seed
+        self.max_model_len = max_model_len
         self.llm = LLM(
             model=model,
             dtype=dtype,
@@ -96,8 +103,43 @@ class VLLMEngine(Engine):
         self._enqueuing = 0
         self._waiting: dict[str, tuple[_Call, int]] = {}  # request id -> (its call, its slot)
 
+    def context_errors(self, conversations: list[Messages], *, continue_final: bool = False) -> list[str | None]:
+        """Per conversation: why it cannot run (its prompt fills the model's context), or None.
+
+        vLLM rejects a prompt of more than max_model_len tokens with an exception for the whole
+        call (`renderers/params.py`: "This model's maximum context length is ..."), so one
+        over-long row would fail a batch. A token covers at least one UTF-8 byte, so only
+        conversations whose bytes (plus the chat template's own text) could reach the limit
+        are tokenized."""
+        errors: list[str | None] = []
+        for conv in conversations:
+            size = sum(len(m["content"].encode()) for m in conv) + CHAT_TEMPLATE_BYTES
+            if size < self.max_model_len:
+                errors.append(None)
+                continue
+            text = self.tokenizer.apply_chat_template(
+                conv,
+                tokenize=False,
+                add_generation_prompt=not continue_final,
+                continue_final_message=continue_final,
+                chat_template=self._template_override,
+            )
+            tokens = len(self.tokenizer.encode(text, add_special_tokens=False))
+            fits = tokens < self.max_model_len  # at least one token must be left to generate
+            errors.append(None if fits else f"prompt is {tokens} tokens; the model's context is {self.max_model_len}")
+        return errors
+
     def _chat(self, conversations: list[Messages], sampling: Any, continue_final: bool) -> list[Any]:
-        """`LLM.chat`, except that several calls may run at once (see the module docstring)."""
+        """`LLM.chat`, except that several calls may run at once (see the module docstring).
+        A conversation too long for the context gets its reason (a str) in place of an output."""
+        errors = self.context_errors(conversations, continue_final=continue_final)
+        if any(errors):
+            fit = [i for i, e in enumerate(errors) if e is None]
+            ran = self._chat([conversations[i] for i in fit], sampling, continue_final) if fit else []
+            merged: list[Any] = list(errors)
+            for i, out in zip(fit, ran, strict=True):
+                merged[i] = out
+            return merged
         call = _Call([None] * len(conversations), len(conversations))
         with self._turn:
             self._enqueuing += 1
@@ -163,6 +205,9 @@ class VLLMEngine(Engine):
         )
         results = []
         for out in self._chat(conversations, sampling, continue_final):
+            if isinstance(out, str):
+                results.append(Generation(error=out))
+                continue
             completions = [Completion(c.text, c.finish_reason or "stop", len(c.token_ids)) for c in out.outputs]
             results.append(Generation(len(out.prompt_token_ids or []), completions))
         self.count(
@@ -186,12 +231,15 @@ class VLLMEngine(Engine):
         results: list[dict[str, float] | None] = []
         outs = self._chat(conversations, sampling, continue_final=True)
         for out in outs:
+            if isinstance(out, str):
+                results.append(None)
+                continue
             top = out.outputs[0].logprobs[0] if out.outputs[0].logprobs else {}
             results.append({c: math.exp(top[i].logprob) if i in top else 0.0 for c, i in answer_ids.items()})
         self.count(
             requests=len(conversations),
-            prompt_tokens=sum(len(o.prompt_token_ids or []) for o in outs),
-            completion_tokens=len(outs),
+            prompt_tokens=sum(len(o.prompt_token_ids or []) for o in outs if not isinstance(o, str)),
+            completion_tokens=sum(1 for o in outs if not isinstance(o, str)),
         )
         return results
 

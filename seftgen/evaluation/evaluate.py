@@ -19,16 +19,18 @@ import polars as pl
 from seftgen.choices import ErrorKind, Stage, Verdict
 from seftgen.engines import EngineSpec
 from seftgen.engines.base import Engine
-from seftgen.errors import UserError
+from seftgen.errors import UserError, choice
 from seftgen.evaluation.stats import outcome, summarize
 from seftgen.io.schema import EVALS
 from seftgen.io.store import RunStore, read_run, scan_run
 from seftgen.stages.common import StageResult, ensure_engine, finish, provenance
+from seftgen.stages.config import EVALUATE
 from seftgen.stages.judging import Judge
 from seftgen.stages.runner import run_batches, source_info
 from seftgen.templates import load_template
 
-_SIDE_COLUMNS = ["prompt_id", "messages", "response", "completion_tokens", "model", "run_id"]
+_SIDE_COLUMNS = ["prompt_id", "messages", "source_id", "response", "completion_tokens", "model", "run_id"]
+_SHARED = ("prompt_id", "messages", "source_id")  # the same on both sides: kept once, from the candidate
 
 
 def common_prompts(candidate: str | Path, baseline: str | Path) -> pl.DataFrame:
@@ -37,10 +39,10 @@ def common_prompts(candidate: str | Path, baseline: str | Path) -> pl.DataFrame:
     def side(run: str | Path, name: str) -> pl.DataFrame:
         rows = read_run(run, "samples").filter(pl.col("finish_reason") != "error")
         first = rows.sort("prompt_id", "sample_idx").unique("prompt_id", keep="first", maintain_order=True)
-        renamed = {c: f"{name}_{c}" for c in _SIDE_COLUMNS if c not in ("prompt_id", "messages")}
+        renamed = {c: f"{name}_{c}" for c in _SIDE_COLUMNS if c not in _SHARED}
         return first.select(_SIDE_COLUMNS).rename(renamed | {"response": name})
 
-    joined = side(candidate, "candidate").join(side(baseline, "baseline").drop("messages"), on="prompt_id")
+    joined = side(candidate, "candidate").join(side(baseline, "baseline").drop("messages", "source_id"), on="prompt_id")
     return joined.rename(
         {"candidate_completion_tokens": "candidate_tokens", "baseline_completion_tokens": "baseline_tokens"}
     ).sort("prompt_id")
@@ -52,23 +54,20 @@ def evaluate(
     out: str | Path,
     judge_engine: Engine | EngineSpec,
     *,
-    template: str = "judge_general",
-    verdict: Verdict | str = Verdict.LOGPROBS,
-    tie_margin: float = 0.0,
+    template: str = EVALUATE.template,
+    verdict: Verdict | str = EVALUATE.verdict,
+    tie_margin: float = EVALUATE.tie_margin,
     limit: int | None = None,
-    batch_size: int = 64,
+    batch_size: int = EVALUATE.batch_size,
     resume: bool = True,
-    constrain: bool = True,
+    constrain: bool = EVALUATE.constrain,
 ) -> StageResult:
     """Judge the candidate run's answers against the baseline run's, prompt by prompt.
 
     Everything about the input (both runs are sample runs, they share prompts, the template
     fits the verdict mode, the answer labels are single tokens) is checked before anything is
     written."""
-    try:
-        verdict = Verdict(verdict)
-    except ValueError as exc:
-        raise UserError(f"--verdict must be one of {', '.join(Verdict)}, got {verdict!r}") from exc
+    verdict = choice(Verdict, verdict, "verdict")
     sources = {"candidate": source_info(candidate, "samples", out), "baseline": source_info(baseline, "samples", out)}
     items = common_prompts(candidate, baseline)
     if items.is_empty():
@@ -77,7 +76,7 @@ def evaluate(
         items = items.head(limit)
     tpl = load_template(template)
     if verdict == Verdict.TEXT and tpl.output is None:
-        raise UserError("--verdict text needs a template with an 'output' format", file=tpl.path)
+        raise UserError("text verdicts need a template with an 'output' format", file=tpl.path, param="verdict")
     judge = Judge(ensure_engine(judge_engine), tpl, verdict, constrain)
     if verdict == Verdict.LOGPROBS:
         judge.engine.check_answer_tokens(judge.tokens)

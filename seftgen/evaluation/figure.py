@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from seftgen.evaluation.rounds import RoundView, Workdir
+from seftgen.evaluation.rounds import RoundsView, RoundView
 from seftgen.io.store import read_run
 
 # The per-row value whose spread each model stage shows (first present column wins).
@@ -19,7 +19,7 @@ SCORE_COLUMNS = {"refined": "revised_score", "revised": "similarity", "pairs": "
 def _outcomes(rnd: RoundView) -> dict[str, int]:
     """Kept / labelled rows of the round's model stages (labels when the stage has them)."""
     counts: dict[str, int] = {}
-    for name, info in rnd.plan.get("stages", {}).items():
+    for name, info in rnd.plan.stages.items():
         summary = info.get("summary") or {}
         if "labels" in summary:
             counts |= {f"{name}: {k}": v for k, v in summary["labels"].items()}
@@ -39,7 +39,7 @@ def _scores(rnd: RoundView) -> tuple[str, list[float]] | None:
     return None
 
 
-def draw(work: Workdir, path: Path) -> Path:
+def draw(work: RoundsView, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers and in CI
@@ -88,7 +88,7 @@ def draw(work: Workdir, path: Path) -> Path:
     ax = axes[1][1]
     series: dict[str, list[tuple[int, float]]] = {}
     for r in work.rounds:
-        for name, info in r.plan.get("stages", {}).items():
+        for name, info in r.plan.stages.items():
             if (pc := (info.get("summary") or {}).get("position_consistency")) is not None:
                 series.setdefault(f"{name} judge", []).append((r.round, pc))
         for name in ("vs_start", "vs_previous"):
@@ -109,7 +109,7 @@ def draw(work: Workdir, path: Path) -> Path:
     return path
 
 
-def figure_numbers(work: Workdir) -> list[dict[str, Any]]:
+def figure_numbers(work: RoundsView) -> list[dict[str, Any]]:
     """The numbers the figure plots, per round (for the page's summary table and the card)."""
     return [
         {"round": r.round, "vs_start": r.eval_summary("vs_start"), "vs_previous": r.eval_summary("vs_previous")}

@@ -5,7 +5,6 @@ evaluations), with a word-level diff of every revision."""
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ import polars as pl
 
 from seftgen.errors import UserError
 from seftgen.io.store import load_manifest, read_run
+from seftgen.io.workdir import RoundPlan, Workdir
 
 MAX_ROWS_PER_RUN = 400  # the page stays small; the run folders hold everything
 _TOKENS = re.compile(r"\s+|[^\s]+")
@@ -24,29 +24,28 @@ _TOKENS = re.compile(r"\s+|[^\s]+")
 class RoundView:
     round: int
     dir: Path
-    plan: dict[str, Any]
+    plan: RoundPlan
 
     def stage(self, name: str) -> dict[str, Any]:
-        return self.plan.get("stages", {}).get(name) or {}
+        return self.plan.stages.get(name) or {}
 
     def eval_summary(self, name: str) -> dict[str, Any] | None:
-        summary = (self.plan.get("eval") or {}).get(name)
+        summary = (self.plan.eval or {}).get(name)
         return summary if summary and "win_rate" in summary else None
 
 
 @dataclass
-class Workdir:
+class RoundsView:
     root: Path
     rounds: list[RoundView] = field(default_factory=list)
 
 
-def load_workdir(root: str | Path) -> Workdir:
-    root = Path(root)
-    plans = sorted(root.glob("round-*/round.json"), key=lambda p: int(p.parent.name.removeprefix("round-")))
-    if not plans:
+def load_workdir(root: str | Path) -> RoundsView:
+    work = Workdir.at(root)
+    ks = work.rounds()
+    if not ks:
         raise UserError("no round.json in round-*/ folders: not a `seftgen round` workdir", file=root)
-    rounds = [RoundView(int(p.parent.name.removeprefix("round-")), p.parent, json.loads(p.read_text())) for p in plans]
-    return Workdir(root, rounds)
+    return RoundsView(work.root, [RoundView(k, work.round_dir(k), work.read_plan(k)) for k in ks])
 
 
 def word_diff(before: str | None, after: str | None) -> list[list[str]]:
@@ -76,11 +75,11 @@ def _text(messages: list[dict[str, str]] | None) -> str:
     return turns[-1]["content"] if turns else ""
 
 
-def browse_rows(work: Workdir) -> list[dict[str, Any]]:
+def browse_rows(work: RoundsView) -> list[dict[str, Any]]:
     """Rows of every round's revisions, pairs and evaluations, in one flat shape for the page."""
     out: list[dict[str, Any]] = []
     for rnd in work.rounds:
-        for name, info in rnd.plan.get("stages", {}).items():
+        for name, info in rnd.plan.stages.items():
             run = Path(info["path"])
             table = load_manifest(run).table if (run / "manifest.json").is_file() else None
             df = _rows(run) if table in ("revisions", "pairs") else None
@@ -117,7 +116,7 @@ def browse_rows(work: Workdir) -> list[dict[str, Any]]:
                             "winner": "first" if r["chosen_idx"] == r["idx_a"] else "second",
                         }
                     )
-        for name, run in ((rnd.plan.get("eval") or {}).get("runs") or {}).items():
+        for name, run in ((rnd.plan.eval or {}).get("runs") or {}).items():
             df = _rows(Path(run))
             for r in df.iter_rows(named=True) if df is not None else ():
                 out.append(

@@ -24,6 +24,7 @@ itself runs in its own environment (`seftgen.training`), never imported here.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,8 @@ from typing import Any
 import polars as pl
 import yaml
 
-from seftgen.choices import TrainKind
-from seftgen.errors import UserError, yaml_problem
+from seftgen.choices import TrainKind, Variant
+from seftgen.errors import UserError, choice, yaml_problem
 from seftgen.io.files import read_mapping
 from seftgen.io.manifest import write_text_atomic
 from seftgen.io.schema import MESSAGES, PROVENANCE, TABLES
@@ -64,15 +65,15 @@ COMMON: dict[str, Any] = {
 }
 SFT_DEFAULTS = {"learning_rate": 1e-4, "num_epochs": 3}
 DPO_DEFAULTS = {"rl": "dpo", "learning_rate": 5e-6, "num_epochs": 1}
-VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "seft-reviser": SFT_DEFAULTS,
-    "jsft": SFT_DEFAULTS,
-    "seft-policy": {**SFT_DEFAULTS, "num_epochs": 2},
-    "best-of": {**SFT_DEFAULTS, "num_epochs": 2},
-    "srt-stage1": SFT_DEFAULTS,
-    "seft-dpo": {**DPO_DEFAULTS, "rl_beta": 0.1},
-    "self-judge-dpo": {**DPO_DEFAULTS, "rl_beta": 0.1},
-    "srt-stage2": {**DPO_DEFAULTS, "rl_beta": 0.01},
+VARIANT_DEFAULTS: dict[Variant, dict[str, Any]] = {
+    Variant.SEFT_REVISER: SFT_DEFAULTS,
+    Variant.JSFT: SFT_DEFAULTS,
+    Variant.SEFT_POLICY: {**SFT_DEFAULTS, "num_epochs": 2},
+    Variant.BEST_OF: {**SFT_DEFAULTS, "num_epochs": 2},
+    Variant.SRT_STAGE1: SFT_DEFAULTS,
+    Variant.SEFT_DPO: {**DPO_DEFAULTS, "rl_beta": 0.1},
+    Variant.SELF_JUDGE_DPO: {**DPO_DEFAULTS, "rl_beta": 0.1},
+    Variant.SRT_STAGE2: {**DPO_DEFAULTS, "rl_beta": 0.01},
 }
 
 
@@ -80,17 +81,20 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
 class ExportResult:
     config_path: Path
     data_path: Path
-    variant: str
+    variant: Variant
     rows: int
     left_out: int
     config: dict[str, Any] = field(default_factory=dict)
     validated: bool = False  # checked by axolotl itself (False: no axolotl was found, or --no-validate)
+    command: list[str] | None = None  # the train command with its launcher (set by the round)
+    effective_batch: int | None = None  # examples per optimizer step with that launcher
 
     @property
     def commands(self) -> list[str]:
-        cmds = [f"axolotl train {self.config_path}"]
+        cmds = [shlex.join(self.command) if self.command else f"axolotl train {self.config_path}"]
         if self.config.get("adapter"):
-            cmds.append(f"axolotl merge-lora {self.config_path}")
+            axolotl = self.command[0] if self.command else "axolotl"
+            cmds.append(f"{shlex.quote(axolotl)} merge-lora {shlex.quote(str(self.config_path))}")
         return cmds
 
     @property
@@ -106,7 +110,7 @@ def _assistant(messages: list[dict[str, str]], text: str) -> list[dict[str, str]
 
 @dataclass
 class TrainingRows:
-    variant: str
+    variant: Variant
     rows: pl.DataFrame  # what axolotl reads
     provenance: pl.DataFrame  # row for row: where each training row came from
     left_out: int
@@ -119,7 +123,7 @@ def training_rows(run_dir: str | Path, kind: TrainKind) -> TrainingRows:
     variant = run.variants.get(kind)
     if variant is None:
         raise UserError(
-            f"cannot export a '{run.stage}' run as --kind {kind}",
+            f"cannot export a '{run.stage}' run as `kind` {kind}",
             file=run_dir,
             hint="sft: reviser/jsft data, revisions, best-of; dpo: revisions, judged pairs",
         )
@@ -128,19 +132,19 @@ def training_rows(run_dir: str | Path, kind: TrainKind) -> TrainingRows:
     if "kept" in df.columns:
         left_out = int((~df["kept"]).sum())
         df = df.filter(pl.col("kept"))
-    if variant == "srt-stage1":  # n > 1: the prompt's best refinement is its target (the paper's r_i)
+    if variant == Variant.SRT_STAGE1:  # n > 1: the prompt's best refinement is its target (the paper's r_i)
         best = df.sort(["prompt_id", "revised_score", "sample_idx"], descending=[False, True, False], nulls_last=True)
         best = best.unique("prompt_id", keep="first", maintain_order=True)
         left_out += df.height - best.height
         df = best
-    if variant == "seft-dpo":
+    if variant == Variant.SEFT_DPO:
         left_out += int((df["label"] == "keep").sum())  # a kept response has no rejected side
         df = df.filter(pl.col("label") != "keep")
     if run.table == "sft":
         rows = _with_train_detail(df) if "target_from" in df.columns else df.select("messages")
-    elif variant == "seft-policy":
+    elif variant == Variant.SEFT_POLICY:
         rows = _frame([_assistant(m, r) for m, r in df.select("messages", "revised").iter_rows()])
-    elif variant == "srt-stage1":
+    elif variant == Variant.SRT_STAGE1:
         target = load_template(manifest.config["template"])
         rows = _frame(
             [
@@ -148,7 +152,7 @@ def training_rows(run_dir: str | Path, kind: TrainKind) -> TrainingRows:
                 for m, o, f, r in df.select("messages", "original", "feedback", "revised").iter_rows()
             ]
         )
-    elif variant == "best-of":
+    elif variant == Variant.BEST_OF:
         rows = _frame([_assistant(m, r) for m, r in df.select("messages", "response").iter_rows()])
     elif run.table == "revisions":  # seft-dpo, srt-stage2: the revision over the original
         rows = df.select("messages", pl.col("revised").alias("chosen"), pl.col("original").alias("rejected"))
@@ -196,11 +200,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"--set expects key=value, got {item!r}")
+            raise UserError(f"expects key=value, got {item!r}", param="overrides")
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise UserError(f"--set {key}: value is not valid YAML ({yaml_problem(exc)})") from exc
+            raise UserError(f"{key}: value is not valid YAML ({yaml_problem(exc)})", param="overrides") from exc
         if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed.strip()):
             parsed = float(parsed)  # YAML 1.1 reads 3e-5 (no dot) as a string; users mean a number
         out[key.strip()] = parsed
@@ -221,7 +225,7 @@ def load_preset(path: str | Path | None) -> dict[str, Any]:
 
 
 def build_config(
-    variant: str,
+    variant: Variant,
     base_model: str,
     data_path: Path,
     output_dir: Path,
@@ -265,7 +269,7 @@ def build_config(
         for key in [k for k in cfg if k.startswith("lora_")]:
             cfg.pop(key)
     if cfg.get("rl") and cfg.get("sample_packing"):
-        raise UserError("axolotl rejects sample_packing with DPO; remove it from --set/--preset")
+        raise UserError("axolotl rejects sample_packing with DPO; remove it from `overrides` or `preset`")
     return cfg
 
 
@@ -296,10 +300,7 @@ def export_axolotl(
     With `check`, the config is validated by axolotl's own code in axolotl's environment (found by
     `seftgen.training.env.find_axolotl`) before anything is written. Without an axolotl the config
     is still written, with `validated` False (validate it later with `seftgen validate`)."""
-    try:
-        kind = TrainKind(kind)
-    except ValueError as exc:
-        raise UserError(f"--kind must be one of {', '.join(TrainKind)}, got {kind!r}") from exc
+    kind = choice(TrainKind, kind, "kind")
     data = training_rows(run_dir, kind)
     variant, rows, left_out = data.variant, data.rows, data.left_out
     if rows.is_empty():

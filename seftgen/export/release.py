@@ -25,6 +25,7 @@ from seftgen.evaluation.stats import headline
 from seftgen.io.manifest import Manifest
 from seftgen.io.schema import PROVENANCE
 from seftgen.io.store import load_manifest, read_run, write_parquet_atomic
+from seftgen.io.workdir import plan_near
 
 PROVENANCE_COLUMNS = [c.name for c in PROVENANCE]
 EXAMPLE_CHARS = 300
@@ -103,9 +104,10 @@ def _card_body(repo_id: str, configs: list[ConfigPart], include_rejected: bool) 
             f"- rows: {c.rows.height}",
             f"- stage: `{m.stage}`, run `{m.run_id}`",
         ]
-        plan = _plan_near(c.run_dir)
+        near = plan_near(c.run_dir)
+        plan = near[1] if near else None
         if plan:
-            lines.append(f"- round: {plan.get('round')}")
+            lines.append(f"- round: {plan.round}")
         models = sorted(set(c.rows["model"].to_list())) if c.rows.height else []
         lines.append(f"- models: {', '.join(f'`{Path(x).name}`' for x in models) or 'none'}")
         if "policy_model" in c.rows.columns and c.rows.height:
@@ -128,7 +130,7 @@ def _card_body(repo_id: str, configs: list[ConfigPart], include_rejected: bool) 
             lines.append(f"- evaluation (candidate vs baseline): {headline(summary)}")
             for bucket, b in (summary.get("by_length") or {}).items():
                 lines.append(f"  - {bucket}: win rate {b['win_rate']:.3f} over {b['prompts']} prompts")
-        evals = (plan or {}).get("eval") or {}
+        evals = (plan.eval if plan else None) or {}
         for name, label in (("vs_start", "round 0 (the starting policy)"), ("vs_previous", "the previous round")):
             if name in evals:
                 lines.append(f"- this round's trained policy vs {label}: {headline(evals[name])}")
@@ -154,20 +156,11 @@ def _card_body(repo_id: str, configs: list[ConfigPart], include_rejected: bool) 
     return "\n".join(lines)
 
 
-def _plan_near(run_dir: Path) -> dict[str, Any] | None:
-    """The round.json of the round a run belongs to (round-K/<run> or round-K/eval/<run>)."""
-    for folder in (run_dir.parent, run_dir.parent.parent):
-        if (plan := folder / "round.json").is_file():
-            return json.loads(plan.read_text())
-    return None
-
-
 def _report_image(parts: list[ConfigPart]) -> Path | None:
     """The workdir's `seftgen report` chart, when the released runs come from one that has it."""
     for p in parts:
-        for folder in (p.run_dir.parent, p.run_dir.parent.parent):
-            if (folder / "round.json").is_file() and (png := folder.parent / "report" / "report.png").is_file():
-                return png
+        if (near := plan_near(p.run_dir)) and (png := near[0].report_dir() / "report.png").is_file():
+            return png
     return None
 
 
@@ -183,7 +176,7 @@ def build_release(
     from huggingface_hub import DatasetCard, DatasetCardData
 
     if "/" not in repo_id:
-        raise UserError(f"--repo-id must be ORG/NAME, got {repo_id!r}")
+        raise UserError(f"must be ORG/NAME, got {repo_id!r}", param="repo_id")
     parts: list[ConfigPart] = []
     for run_dir in map(Path, run_dirs):
         manifest = load_manifest(run_dir)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from seftgen import __version__
-from seftgen.choices import RunStatus, Stage, TrainKind
+from seftgen.choices import ReviseMethod, RunStatus, Stage, TrainKind, Variant
 from seftgen.errors import UserError
 from seftgen.io.files import read_mapping
 from seftgen.provenance import new_run_id, utc_now
@@ -199,8 +199,8 @@ class RunKind:
     stage: Stage
     table: str
     method: str | None  # the paper method whose data this is (dataset card)
-    variants: dict[TrainKind, str]  # axolotl export variant per training kind
-    revise_method: str | None = None  # revise runs: `seft` or `srt` (the config's `method`)
+    variants: dict[TrainKind, Variant]  # axolotl export variant per training kind
+    revise_method: ReviseMethod | None = None  # revise runs: the config's `method`
 
 
 RUN_KINDS: tuple[RunKind, ...] = (
@@ -210,22 +210,29 @@ RUN_KINDS: tuple[RunKind, ...] = (
         Stage.REVISE,
         "revisions",
         "SEFT",
-        {TrainKind.SFT: "seft-policy", TrainKind.DPO: "seft-dpo"},
-        "seft",
+        {TrainKind.SFT: Variant.SEFT_POLICY, TrainKind.DPO: Variant.SEFT_DPO},
+        ReviseMethod.SEFT,
     ),
     RunKind(
         "revisions_srt",
         Stage.REVISE,
         "revisions",
         "SRT",
-        {TrainKind.SFT: "srt-stage1", TrainKind.DPO: "srt-stage2"},
-        "srt",
+        {TrainKind.SFT: Variant.SRT_STAGE1, TrainKind.DPO: Variant.SRT_STAGE2},
+        ReviseMethod.SRT,
     ),
-    RunKind("revisions_srt_self", Stage.REVISE, "revisions", "SRT", {TrainKind.DPO: "srt-stage2"}, "srt-self"),
-    RunKind("pairs", Stage.JUDGE, "pairs", "SELF-JUDGE", {TrainKind.DPO: "self-judge-dpo"}),
-    RunKind("best_of", Stage.BEST_OF, "best_of", "SELF-JUDGE", {TrainKind.SFT: "best-of"}),
-    RunKind("reviser_sft", Stage.BUILD_REVISER_DATA, "sft", "SEFT", {TrainKind.SFT: "seft-reviser"}),
-    RunKind("jsft", Stage.BUILD_JSFT_DATA, "sft", "SELF-JUDGE", {TrainKind.SFT: "jsft"}),
+    RunKind(
+        "revisions_srt_self",
+        Stage.REVISE,
+        "revisions",
+        "SRT",
+        {TrainKind.DPO: Variant.SRT_STAGE2},
+        ReviseMethod.SRT_SELF,
+    ),
+    RunKind("pairs", Stage.JUDGE, "pairs", "SELF-JUDGE", {TrainKind.DPO: Variant.SELF_JUDGE_DPO}),
+    RunKind("best_of", Stage.BEST_OF, "best_of", "SELF-JUDGE", {TrainKind.SFT: Variant.BEST_OF}),
+    RunKind("reviser_sft", Stage.BUILD_REVISER_DATA, "sft", "SEFT", {TrainKind.SFT: Variant.SEFT_REVISER}),
+    RunKind("jsft", Stage.BUILD_JSFT_DATA, "sft", "SELF-JUDGE", {TrainKind.SFT: Variant.JSFT}),
     RunKind("evals", Stage.EVALUATE, "evals", None, {}),
 )
 

@@ -165,6 +165,16 @@ class Prompt:
     prompt_id: str
     messages: list[dict[str, str]]
     row: int
+    source_id: str = ""  # the input row's `id`, else its row number
+
+
+ID_FIELD = "id"
+
+
+def source_id_of(record: dict[str, Any], row: int) -> str:
+    """A source row's own id (its `id` field) or, without one, its row number in the input."""
+    value = record.get(ID_FIELD)
+    return str(value) if value is not None and str(value) != "" else str(row)
 
 
 def iter_prompts(source: str, cols: PromptColumns, limit: int | None = None) -> Iterator[Prompt]:
@@ -180,4 +190,4 @@ def iter_prompts(source: str, cols: PromptColumns, limit: int | None = None) -> 
             continue
         seen.add(pid)
         count += 1
-        yield Prompt(pid, messages, row)
+        yield Prompt(pid, messages, row, source_id_of(record, row))

@@ -53,6 +53,11 @@ PROVENANCE = (
 _PROMPT = (
     Column("prompt_id", pl.String, "sha256 prefix of the prompt messages; stable across runs."),
     Column("messages", MESSAGES, "Prompt as chat messages (system prompt included), no answer."),
+    Column(
+        "source_id",
+        pl.String,
+        "The input row's own id (its `id` field), else its row number in the input: traces a row to its source.",
+    ),
 )
 
 SAMPLES = Table(
@@ -97,9 +102,11 @@ REVISIONS = Table(
         Column("original_score", pl.Int32, "SRT: score of the original, from a separate call."),
         Column("revised_score", pl.Int32, "SRT: score of the refinement, from a separate call."),
         Column("similarity", pl.Float64, "difflib ratio between original and revised (1 = same)."),
-        Column("kept", pl.Boolean, "True if the row passed parsing and every filter."),
-        Column("reason", pl.String, "Why the row was not kept (what failed to parse, which filter), else null."),
-        Column("reason_kind", pl.String, "Kind of `reason`: `parse` or `filter`; null when kept."),
+        Column("kept", pl.Boolean, "True if the row passed parsing, every filter and the quality gates."),
+        Column(
+            "reason", pl.String, "Why the row was not kept (what failed to parse, which filter or gate), else null."
+        ),
+        Column("reason_kind", pl.String, "Kind of `reason`: `parse`, `filter` or `quality`; null when kept."),
         Column("raw", pl.String, "Raw reviser/critic reply, kept for audit."),
         Column("prompt_tokens", pl.Int32, "Prompt tokens over all calls for this row."),
         Column("completion_tokens", pl.Int32, "Completion tokens over all calls for this row."),
@@ -125,9 +132,13 @@ PAIRS = Table(
         Column("chosen", pl.String, "Preferred response text."),
         Column("rejected", pl.String, "Other response text."),
         Column("chosen_idx", pl.Int32, "sample_idx of the chosen response."),
-        Column("kept", pl.Boolean, "Passed --min-margin / --require-consistent and parsing."),
-        Column("reason", pl.String, "Why the pair was not kept (no answer token, tie, margin, order), else null."),
-        Column("reason_kind", pl.String, "Kind of `reason`: `parse` or `filter`; null when kept."),
+        Column("kept", pl.Boolean, "Passed parsing, the margin / consistency filters and the chosen text's gates."),
+        Column(
+            "reason",
+            pl.String,
+            "Why the pair was not kept (no answer token, tie, margin, order, a gate on `chosen`), else null.",
+        ),
+        Column("reason_kind", pl.String, "Kind of `reason`: `parse`, `filter` or `quality`; null when kept."),
         Column("raw", pl.String, "Text-verdict mode: the judge's replies; logprob mode: null."),
         Column(
             "principle_scores",
@@ -154,6 +165,9 @@ BEST_OF = Table(
         Column("bracket", pl.String, "JSON list of matches: round, a, b, score_a, winner, bye."),
         Column("policy_model", pl.String, "Model that wrote the responses."),
         Column("source_run_id", pl.String, "Run id of the sample run."),
+        Column("kept", pl.Boolean, "The winner passed the quality gates (a training target)."),
+        Column("reason", pl.String, "Which gate the winner failed, else null."),
+        Column("reason_kind", pl.String, "`quality` when not kept, else null."),
         *PROVENANCE,
     ),
 )

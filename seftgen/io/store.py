@@ -52,9 +52,9 @@ class Shard:
         try:
             index, count = (int(x) for x in text.split("/"))
         except ValueError as exc:
-            raise UserError(f"--shard must look like i/N, got {text!r}") from exc
+            raise UserError(f"must look like i/N, got {text!r}", param="shard") from exc
         if count < 1 or not 0 <= index < count:
-            raise UserError(f"--shard {text}: need 0 <= i < N")
+            raise UserError(f"{text}: need 0 <= i < N", param="shard")
         return cls(index, count)
 
     def __str__(self) -> str:
@@ -165,7 +165,7 @@ class RunStore:
         if (root / MANIFEST).exists():
             manifest = load_manifest(root)
             if not resume:
-                raise UserError("output folder already holds a run", file=root, hint="use --resume, or another --out")
+                raise UserError("output folder already holds a run", file=root, hint="`resume`, or another `out`")
             if manifest.table != table.name or manifest.stage != stage:
                 raise UserError(f"output folder holds a '{manifest.stage}' run", file=root)
             if manifest.config_hash != config_hash or manifest.shard != shard.__dict__:
@@ -175,7 +175,7 @@ class RunStore:
                 raise UserError(
                     f"cannot resume: settings differ from the run in this folder ({', '.join(changed)})",
                     file=root,
-                    hint="use the same settings, or another --out",
+                    hint="use the same settings, or another `out`",
                 )
             for attempt in manifest.attempts:
                 if attempt.status != RunStatus.RUNNING:
@@ -313,7 +313,7 @@ def merge_runs(run_dirs: list[str | Path], out: str | Path, allow_partial: bool 
         raise UserError("shards were cut with different N")
     missing = sorted(set(range(counts.pop())) - set(indexes))
     if missing and not allow_partial:
-        raise UserError(f"shards {missing} are missing", hint="pass --allow-partial to merge anyway")
+        raise UserError(f"shards {missing} are missing", hint="`allow_partial` merges anyway")
     out = Path(out)
     check_out_dir(out)
     if out.exists() and any(out.iterdir()):

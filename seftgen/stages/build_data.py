@@ -21,6 +21,7 @@ from seftgen.io.schema import SFT
 from seftgen.io.store import RunStore, scan_run
 from seftgen.provenance import stable_hash, utc_now
 from seftgen.stages.common import StageResult, chunked, finish, value_counts
+from seftgen.stages.config import JSFT_DATA, REVISE
 from seftgen.stages.judging import judge_turns
 from seftgen.templates import PromptTemplate, instruction_text, load_template
 
@@ -121,7 +122,7 @@ def build_reviser_data(
     *,
     columns: PreferenceColumns = PreferenceColumns(),
     labels: RevisionLabels = RevisionLabels(),
-    template: str = "reviser",
+    template: str = REVISE.template,
     limit: int | None = None,
 ) -> StageResult:
     """SEFT reviser SFT data: a weak response with a better one becomes a minor/major revision
@@ -164,9 +165,9 @@ def build_jsft_data(
     out: str | Path,
     *,
     columns: PreferenceColumns = PreferenceColumns(),
-    template: str | list[str] = "judge_general",
-    min_gap: float = 1.0,
-    include_sft: bool = True,
+    template: str | list[str] = JSFT_DATA.template,
+    min_gap: float = JSFT_DATA.min_gap,
+    include_sft: bool = JSFT_DATA.include_sft,
     limit: int | None = None,
 ) -> StageResult:
     """Judge-augmented SFT data: the best response as an SFT example, plus pairwise judge examples

@@ -97,6 +97,15 @@ def reason_counts(rows: pl.LazyFrame) -> dict[str, int]:
     return dict(counts.iter_rows())
 
 
+def gate_counts(rows: pl.LazyFrame) -> dict[str, int]:
+    """Rows each quality gate removed ("truncated", "repetition", ...: a reason's first word)."""
+    if "reason_kind" not in rows.collect_schema().names():
+        return {}
+    gate = pl.col("reason").str.extract(r"^([a-z-]+):", 1).alias("gate")
+    counts = rows.filter(pl.col("reason_kind") == ErrorKind.QUALITY).select(gate).group_by("gate").len().collect()
+    return {g: int(n) for g, n in sorted(counts.iter_rows()) if g}
+
+
 def value_counts(rows: pl.LazyFrame, column: str) -> dict[str, int]:
     """Counts of a column's non-null values, most frequent first."""
     counts = (

@@ -19,11 +19,21 @@ import polars as pl
 from seftgen.choices import ErrorKind, Stage, Verdict
 from seftgen.engines import EngineSpec
 from seftgen.engines.base import Engine
-from seftgen.errors import UserError
+from seftgen.errors import UserError, choice
 from seftgen.io.schema import BEST_OF, PAIRS, Table
 from seftgen.io.store import RunStore, Shard, scan_run
-from seftgen.stages.common import StageResult, ensure_engine, finish, provenance, reason_counts, rejection
+from seftgen.stages.common import (
+    StageResult,
+    ensure_engine,
+    finish,
+    gate_counts,
+    provenance,
+    reason_counts,
+    rejection,
+)
+from seftgen.stages.config import JUDGE, TOURNAMENT
 from seftgen.stages.judging import Bracket, Judge, PairScore, Panel
+from seftgen.stages.quality import GATES, QualityGates
 from seftgen.stages.runner import downstream_config, iter_prompt_groups, run_batches, source_info
 from seftgen.templates import load_template
 
@@ -43,10 +53,7 @@ def _open(
     resume: bool,
     constrain: bool,
 ) -> tuple[Panel, RunStore, dict]:
-    try:
-        verdict = Verdict(verdict)
-    except ValueError as exc:
-        raise UserError(f"--verdict must be one of {', '.join(Verdict)}, got {verdict!r}") from exc
+    verdict = choice(Verdict, verdict, "verdict")
     source = source_info(samples, "samples", out)
     names = [template] if isinstance(template, str) else list(template)
     if not names:
@@ -67,14 +74,15 @@ def judge_pairs(
     out: str | Path,
     judge_engine: Engine | EngineSpec,
     *,
-    template: str | list[str] = "judge_general",
-    verdict: Verdict = Verdict.LOGPROBS,
-    min_margin: float = 0.0,
-    require_consistent: bool = False,
-    batch_size: int = 64,
+    template: str | list[str] = JUDGE.template,
+    verdict: Verdict = JUDGE.verdict,
+    min_margin: float = JUDGE.min_margin,
+    require_consistent: bool = JUDGE.require_consistent,
+    batch_size: int = JUDGE.batch_size,
     shard: Shard = Shard(),
     resume: bool = True,
-    constrain: bool = True,
+    constrain: bool = JUDGE.constrain,
+    quality: QualityGates = GATES,
 ) -> StageResult:
     """Judge every pair of samples of each prompt (both orders); write preference pairs.
 
@@ -89,7 +97,7 @@ def judge_pairs(
         Stage.JUDGE,
         template,
         verdict,
-        {"min_margin": min_margin, "require_consistent": require_consistent},
+        {"min_margin": min_margin, "require_consistent": require_consistent, "quality": quality.as_dict()},
         shard,
         resume,
         constrain,
@@ -124,10 +132,16 @@ def judge_pairs(
                 if s.error
                 else (ErrorKind.FILTER, _filter_reason(s, min_margin, require_consistent))
             )
+            if reason is None:  # the chosen response becomes DPO's target
+                kind, reason = (
+                    ErrorKind.QUALITY,
+                    quality.check(chosen["response"], finish_reason=chosen["finish_reason"]),
+                )
             rows.append(
                 {
                     "prompt_id": a["prompt_id"],
                     "messages": a["messages"],
+                    "source_id": a.get("source_id"),
                     "idx_a": a["sample_idx"],
                     "idx_b": b["sample_idx"],
                     "p_a_ab": s.p_a_ab,
@@ -192,6 +206,7 @@ def pairs_summary(rows: pl.LazyFrame) -> dict[str, Any]:
         "kept": int(stats["kept"]),
         **{k: None if stats[k] is None else round(stats[k], 4) for k in ("position_consistency", "mean_margin")},
         "not_kept_by_reason": reason_counts(rows),
+        "gates": gate_counts(rows),
     }
 
 
@@ -200,13 +215,14 @@ def best_of(
     out: str | Path,
     judge_engine: Engine | EngineSpec,
     *,
-    template: str | list[str] = "judge_general",
-    verdict: Verdict = Verdict.LOGPROBS,
-    seed: int = 0,
-    batch_size: int = 64,
+    template: str | list[str] = TOURNAMENT.template,
+    verdict: Verdict = TOURNAMENT.verdict,
+    seed: int = TOURNAMENT.seed,
+    batch_size: int = TOURNAMENT.batch_size,
     shard: Shard = Shard(),
     resume: bool = True,
-    constrain: bool = True,
+    constrain: bool = TOURNAMENT.constrain,
+    quality: QualityGates = GATES,
 ) -> StageResult:
     """Tournament rejection sampling: the best of the n samples of each prompt."""
     judge, store, params = _open(
@@ -217,7 +233,7 @@ def best_of(
         Stage.BEST_OF,
         template,
         verdict,
-        {"tournament_seed": seed},
+        {"tournament_seed": seed, "quality": quality.as_dict()},
         shard,
         resume,
         constrain,
@@ -261,6 +277,7 @@ def best_of(
                 {
                     "prompt_id": win["prompt_id"],
                     "messages": win["messages"],
+                    "source_id": win.get("source_id"),
                     "winner_idx": b.winner,
                     "response": win["response"],
                     "num_candidates": len(group),
@@ -268,6 +285,7 @@ def best_of(
                     "bracket": json.dumps(b.record),
                     "policy_model": win["model"],
                     "source_run_id": win["run_id"],
+                    **rejection(ErrorKind.QUALITY, quality.check(win["response"], finish_reason=win["finish_reason"])),
                     **prov,
                 }
             )
@@ -284,5 +302,8 @@ def best_of(
         label="best-of",
         tokens_of=lambda _: 0,
     )
-    stats = scan_run(out).select(pl.len().alias("prompts"), pl.col("judgments").sum()).collect().row(0, named=True)
-    return finish(store, result, {"prompts": stats["prompts"], "judgments": int(stats["judgments"] or 0)})
+    rows = scan_run(out)
+    stats = rows.select(pl.len().alias("prompts"), pl.col("judgments").sum(), pl.col("kept").sum()).collect()
+    prompts, judgments, kept = stats.row(0)
+    summary = {"prompts": prompts, "judgments": int(judgments or 0), "kept": int(kept or 0), "gates": gate_counts(rows)}
+    return finish(store, result, summary)

@@ -139,7 +139,9 @@ class Judge:
         if self.verdict == Verdict.TEXT:
             fmt = self.template.output
             if fmt is None:
-                raise UserError("--verdict text needs a template with an 'output' format", file=self.template.path)
+                raise UserError(
+                    "text verdicts need a template with an 'output' format", file=self.template.path, param="verdict"
+                )
             gens = self.engine.generate(convs, self._params(TEXT_VERDICT_PARAMS), ids=ids("verdict"))
             out = []
             for i in range(k):
@@ -168,9 +170,13 @@ class Judge:
             for c, r in zip(convs, raw_rationales, strict=True)
         ]
         probs = self.engine.next_token_probs(prefixed, self.tokens, ids=ids("verdict"))
+        too_long = self.engine.context_errors(prefixed, continue_final=True)
         out = []
         for i in range(k):
             p_ab, p_ba = probs[i], probs[k + i]
+            if reason := too_long[i] or too_long[k + i]:
+                out.append(PairScore.failed(ErrorKind.ENGINE, reason, None))
+                continue
             raw = (
                 json.dumps({"ab": raw_rationales[i], "ba": raw_rationales[k + i]})
                 if raw_rationales[i] is not None

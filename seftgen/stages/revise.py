@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from seftgen.choices import ErrorKind, Stage
+from seftgen.choices import ErrorKind, ReviseMethod, Stage
 from seftgen.engines import EngineSpec
 from seftgen.engines.base import Engine, Generation, Messages, SamplingConfig
 from seftgen.errors import UserError
@@ -30,18 +30,21 @@ from seftgen.stages.common import (
     constrained,
     ensure_engine,
     finish,
+    gate_counts,
     mean_of,
     provenance,
     reason_counts,
     rejection,
     value_counts,
 )
+from seftgen.stages.config import CRITIQUE, REVISE, SELF_CRITIQUE, CritiqueConfig, SelfCritiqueConfig
 from seftgen.stages.parsing import parse_critic, parse_reviser, parse_score
+from seftgen.stages.quality import GATES, QualityGates
 from seftgen.stages.runner import downstream_config, iter_run_rows, run_batches, source_info
 from seftgen.templates import PromptTemplate, instruction_text, load_template
 
 SRT_BATCH_SIZE = 64  # samples per call to an online critic
-SAMPLE_COLUMNS = ["prompt_id", "sample_idx", "messages", "response", "finish_reason", "model", "run_id"]
+SAMPLE_COLUMNS = ["prompt_id", "source_id", "sample_idx", "messages", "response", "finish_reason", "model", "run_id"]
 
 
 def similarity(a: str, b: str | None) -> float | None:
@@ -90,6 +93,7 @@ def _base_row(sample: dict[str, Any], method: str, prov: dict[str, Any]) -> dict
     return {
         "prompt_id": sample["prompt_id"],
         "messages": sample["messages"],
+        "source_id": sample["source_id"],
         "sample_idx": sample["sample_idx"],
         "method": method,
         "original": sample["response"],
@@ -113,21 +117,24 @@ def revise_seft(
     out: str | Path,
     reviser: Engine | EngineSpec,
     *,
-    template: str = "reviser",
-    params: SamplingConfig = SamplingConfig(temperature=0.0, max_tokens=512),
-    batch_size: int = 256,
+    template: str = REVISE.template,
+    params: SamplingConfig = REVISE.params,
+    batch_size: int = REVISE.batch_size,
     shard: Shard = Shard(),
     resume: bool = True,
-    constrain: bool = True,
+    constrain: bool = REVISE.constrain,
+    quality: QualityGates = GATES,
 ) -> StageResult:
     """Run the SEFT reviser over every sample of the run folder `samples`.
 
     With `constrain` (default) decoding follows the template's `output` format where the engine
-    supports it, so even a weak reviser writes a label and a revision that parse."""
+    supports it, so even a weak reviser writes a label and a revision that parse. The target (the
+    revision, or the original where the label is keep) must pass the quality `gates`."""
     tpl = load_template(template)
     fmt = _need_format(tpl)
     labels = [str(label) for label in tpl.get("labels", ["keep", "minor", "major"])]
-    s = _open(samples, out, reviser, "seft", tpl, params, {"labels": labels}, shard, resume, constrain)
+    extra = {"labels": labels, "quality": quality.as_dict()}
+    s = _open(samples, out, reviser, ReviseMethod.SEFT, tpl, params, extra, shard, resume, constrain)
 
     def process(batch: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
         prompts = [
@@ -145,13 +152,24 @@ def revise_seft(
                 continue
             raw = gen.completions[0].text
             reply = parse_reviser(fmt, raw, labels, sample["response"])
+            kind, reason = ErrorKind.PARSE, reply.error
+            if reason is None:
+                kept_original = reply.label == labels[0]
+                kind, reason = (
+                    ErrorKind.QUALITY,
+                    quality.check(
+                        reply.revised,
+                        finish_reason=sample["finish_reason"] if kept_original else gen.completions[0].finish_reason,
+                        original=None if kept_original else sample["response"],
+                    ),
+                )
             rows.append(
                 {
-                    **_base_row(sample, "seft", prov),
+                    **_base_row(sample, ReviseMethod.SEFT, prov),
                     "revised": reply.revised,
                     "label": reply.label,
                     "similarity": similarity(sample["response"], reply.revised),
-                    **rejection(ErrorKind.PARSE, reply.error),
+                    **rejection(kind, reason),
                     "raw": raw,
                     "prompt_tokens": gen.prompt_tokens,
                     "completion_tokens": gen.completions[0].completion_tokens,
@@ -170,13 +188,14 @@ def revise_srt(
     out: str | Path,
     critic: Engine | EngineSpec,
     *,
-    template: str = "srt_critic",
-    score_template: str = "srt_score",
-    max_tokens: int = 1024,
-    batch_size: int | None = None,
+    template: str = CRITIQUE.template,
+    score_template: str = CRITIQUE.score_template,
+    max_tokens: int = CRITIQUE.max_tokens,
+    batch_size: int | None = CRITIQUE.batch_size,
     shard: Shard = Shard(),
     resume: bool = True,
-    constrain: bool = True,
+    constrain: bool = CRITIQUE.constrain,
+    quality: QualityGates = GATES,
 ) -> StageResult:
     """Run the SRT critic (feedback + refinement), then score original and refinement separately.
 
@@ -194,8 +213,9 @@ def revise_srt(
     def score(sample: dict[str, Any], response: str) -> Messages:
         return _user(scorer.render("user", instruction=instruction_text(sample["messages"]), response=response))
 
-    way = _Critique("srt", critique, score, continue_final=False, strict=False)
-    return _run_critique(samples, out, critic, way, tpl, scorer, max_tokens, batch_size, shard, resume, constrain)
+    way = _Critique(ReviseMethod.SRT, critique, score, continue_final=False, strict=False)
+    config = CritiqueConfig(template, score_template, max_tokens, batch_size, constrain)
+    return _run_critique(samples, out, critic, way, tpl, scorer, config, shard=shard, resume=resume, quality=quality)
 
 
 def revise_self(
@@ -203,13 +223,14 @@ def revise_self(
     out: str | Path,
     model: Engine | EngineSpec,
     *,
-    template: str = "srt_self",
-    score_template: str = "srt_self_score",
-    max_tokens: int = 1024,
-    batch_size: int | None = None,
+    template: str = SELF_CRITIQUE.template,
+    score_template: str = SELF_CRITIQUE.score_template,
+    max_tokens: int = SELF_CRITIQUE.max_tokens,
+    batch_size: int | None = SELF_CRITIQUE.batch_size,
     shard: Shard = Shard(),
     resume: bool = True,
-    constrain: bool = True,
+    constrain: bool = SELF_CRITIQUE.constrain,
+    quality: QualityGates = GATES,
 ) -> StageResult:
     """SRT stage 2: the stage-1 model critiques and refines its own samples (`srt-self` rows).
 
@@ -227,8 +248,9 @@ def revise_self(
     def score(sample: dict[str, Any], response: str) -> Messages:
         return stage1_turns(layout, sample["messages"], response)
 
-    way = _Critique("srt-self", lambda r: score(r, r["response"]), score, continue_final=True, strict=True)
-    return _run_critique(samples, out, model, way, tpl, scorer, max_tokens, batch_size, shard, resume, constrain)
+    way = _Critique(ReviseMethod.SRT_SELF, lambda r: score(r, r["response"]), score, continue_final=True, strict=True)
+    config = SelfCritiqueConfig(template, score_template, max_tokens, batch_size, constrain)
+    return _run_critique(samples, out, model, way, tpl, scorer, config, shard=shard, resume=resume, quality=quality)
 
 
 _FEEDBACK = "\x00feedback\x00"
@@ -248,11 +270,21 @@ def stage1_turns(layout: PromptTemplate, messages: Messages, response: str) -> M
 class _Critique:
     """One way of asking for SRT critiques and scores: the API critic, or the model itself."""
 
-    method: str
+    method: ReviseMethod
     critique: Callable[[dict[str, Any]], Messages]  # a sample -> the critique request
     score: Callable[[dict[str, Any], str], Messages]  # (sample, response) -> one scoring request
     continue_final: bool  # the requests end in an assistant prefix the model continues
     strict: bool  # stage 2: the refinement must score strictly higher (stage 1: no lower)
+
+    def gate(self, gates: QualityGates, sample: dict[str, Any], refinement: str | None, gen: Generation) -> str | None:
+        """The quality gates on what this way trains: the refinement always; in stage 1 also the
+        initial response, since the SFT target is response + feedback + refinement (in stage 2 the
+        response is DPO's rejected side, which may be poor)."""
+        why = gates.check(refinement, finish_reason=gen.completions[0].finish_reason, original=sample["response"])
+        if why is not None or self.strict:
+            return why
+        initial = gates.check(sample["response"], finish_reason=sample["finish_reason"])
+        return None if initial is None else f"{initial} (the initial response, part of the stage-1 target)"
 
 
 def _run_critique(
@@ -262,12 +294,13 @@ def _run_critique(
     way: _Critique,
     tpl: PromptTemplate,
     scorer: PromptTemplate,
-    max_tokens: int,
-    batch_size: int | None,
+    config: CritiqueConfig,
+    *,
     shard: Shard,
     resume: bool,
-    constrain: bool,
+    quality: QualityGates,
 ) -> StageResult:
+    max_tokens, constrain = config.max_tokens, config.constrain
     fmt, score_fmt = _need_format(tpl), _need_format(scorer)
     feedback_fields = [str(f) for f in tpl.get("feedback_fields", [f.name for f in fmt.fields[:-1]])]
     source_info(samples, "samples", out)  # the input checks, before the critic's model loads
@@ -283,6 +316,7 @@ def _run_critique(
         "score_template": scorer.name,
         "score_template_hash": scorer.hash,
         "score_params": score_params.as_dict(),
+        "quality": quality.as_dict(),
     }
     s = _open(samples, out, engine, way.method, tpl, params, extra, shard, resume, constrain)
     params = s.params
@@ -336,6 +370,8 @@ def _run_critique(
                     reason = "no 'Overall Score: [[N]]' in a scoring reply"
                 else:
                     kind, reason = ErrorKind.FILTER, score_filter(original_score, revised_score, strict=way.strict)
+            if reason is None:
+                kind, reason = ErrorKind.QUALITY, way.gate(quality, sample, reply.refinement, gen)
             rows.append(
                 {
                     **_base_row(sample, way.method, prov),
@@ -360,7 +396,7 @@ def _run_critique(
             )
         return rows, failures
 
-    batch_size = batch_size or s.engine.batch_rows or SRT_BATCH_SIZE
+    batch_size = config.batch_size or s.engine.batch_rows or SRT_BATCH_SIZE
     label = "revise (SRT self-critique)" if way.strict else "revise (SRT)"
     result = run_batches(s.store, s.todo, process, engine=s.engine, batch_size=batch_size, total=s.total, label=label)
     return finish(s.store, result, revision_summary(scan_run(out)))
@@ -392,6 +428,7 @@ def revision_summary(rows: pl.LazyFrame) -> dict[str, Any]:
         "rows": counts["rows"],
         "kept": int(counts["kept"]),
         "not_kept_by_reason": reason_counts(rows),
+        "gates": gate_counts(rows),
     }
     if labels := value_counts(rows, "label"):
         summary["labels"] = labels

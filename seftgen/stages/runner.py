@@ -131,9 +131,15 @@ class _Batch(Generic[T]):
 def iter_run_rows(
     run_dir: str | Path, shard: Shard = Shard(), columns: list[str] | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Rows of a run folder, part by part (memory stays at one part), in this shard."""
+    """Rows of a run folder, part by part (memory stays at one part), in this shard. Columns a
+    part from an older seftgen lacks read as nulls."""
     for part in part_files(run_dir):
-        df = pl.read_parquet(part, columns=columns)
+        if columns is None:
+            df = pl.read_parquet(part)
+        else:
+            have = set(pl.read_parquet_schema(part))
+            df = pl.read_parquet(part, columns=[c for c in columns if c in have])
+            df = df.with_columns(pl.lit(None).alias(c) for c in columns if c not in have)
         if shard.count > 1:
             # Same rule as provenance.shard_of: the first 8 hex digits of the prompt id, modulo N.
             first8 = pl.col("prompt_id").str.slice(0, 8).str.to_integer(base=16)

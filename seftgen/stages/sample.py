@@ -15,6 +15,7 @@ from seftgen.io.schema import SAMPLES
 from seftgen.io.store import Holdout, RunStore, Shard, check_out_dir
 from seftgen.provenance import shard_of
 from seftgen.stages.common import StageResult, chat_template_hash, constrained, ensure_engine, finish, provenance
+from seftgen.stages.config import SAMPLE
 from seftgen.stages.parsing import parse_critic
 from seftgen.stages.revise import stage1_turns
 from seftgen.stages.runner import run_batches
@@ -27,9 +28,9 @@ def sample(
     engine: Engine | EngineSpec,
     *,
     columns: PromptColumns = PromptColumns(),
-    params: SamplingConfig = SamplingConfig(),
+    params: SamplingConfig = SAMPLE.params,
     limit: int | None = None,
-    batch_size: int = 256,
+    batch_size: int = SAMPLE.batch_size,
     shard: Shard = Shard(),
     holdout: Holdout = Holdout(),
     max_prompts: int | None = None,
@@ -102,6 +103,7 @@ def sample(
                     {
                         "prompt_id": prompt.prompt_id,
                         "messages": prompt.messages,
+                        "source_id": prompt.source_id,
                         "sample_idx": idx,
                         "response": completion.text,
                         "prompt_tokens": gen.prompt_tokens,

@@ -22,7 +22,7 @@ from seftgen.watchdog import ensure_watchdog
 ENV_VAR = "SEFTGEN_AXOLOTL"
 TRAIN_VENV = ".venv-train"
 _CHECKOUT = Path(__file__).resolve().parents[2]
-_MARK = "@@seftgen-result@@"
+RESULT_MARK = "@@seftgen-result@@"
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def find_axolotl(explicit: str | Path | None = None) -> Axolotl | None:
         if path.is_dir():  # a venv folder
             path = path / "bin" / "axolotl"
         if not path.is_file():
-            raise UserError("no axolotl executable there", file=setting, hint=f"--axolotl or ${ENV_VAR}")
+            raise UserError("no axolotl executable there", file=setting, hint=f"`axolotl` or ${ENV_VAR}")
         return Axolotl(path.resolve(), _interpreter(path))
     candidates = [shutil.which("axolotl")]
     candidates += [str(base / TRAIN_VENV / "bin" / "axolotl") for base in (Path.cwd(), _CHECKOUT)]
@@ -62,12 +62,26 @@ def find_axolotl(explicit: str | Path | None = None) -> Axolotl | None:
     return None
 
 
-def axolotl_env() -> dict[str, str]:
-    """Environment for axolotl subprocesses: offline, no telemetry, no GPU probing noise on CPU."""
-    return {**os.environ, "AXOLOTL_DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+def axolotl_env(axolotl: Axolotl | None = None, *, offline: bool = True) -> dict[str, str]:
+    """Environment for axolotl subprocesses: no telemetry, and its own environment first on PATH.
+
+    axolotl's default launcher runs accelerate BY NAME (axolotl 0.19, `cli/utils/train.py`:
+    `base_cmd = ["accelerate", "launch"] + all_launcher_args + ["-m", "axolotl.cli.train"]`, then
+    `subprocess.run(cmd)`), so PATH decides which accelerate runs. seftgen's own environment has an
+    accelerate too (the demo extra) whose Python has no axolotl: the training environment's `bin/`
+    must come first. `offline`: HF_HUB_OFFLINE=1, for runs whose models are all local folders (or
+    already in the Hub cache, see `seftgen.training.run.prefetch`)."""
+    env = {**os.environ, "AXOLOTL_DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    else:
+        env.pop("HF_HUB_OFFLINE", None)
+    if axolotl is not None:
+        env["PATH"] = os.pathsep.join([str(axolotl.executable.parent), env.get("PATH", "")])
+    return env
 
 
-def run_python(axolotl: Axolotl, code: str, payload: Any, timeout: float = 900) -> Any:
+def run_python(axolotl: Axolotl, code: str, payload: Any, timeout: float = 900, *, offline: bool = True) -> Any:
     """Run `code` in axolotl's interpreter with `payload` as JSON on stdin; it prints its result
     as JSON after a marker line (axolotl prints on import, so stdout is not ours alone)."""
     ensure_watchdog()
@@ -77,13 +91,13 @@ def run_python(axolotl: Axolotl, code: str, payload: Any, timeout: float = 900) 
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=axolotl_env(),
+        env=axolotl_env(axolotl, offline=offline),
         check=False,
     )
-    if _MARK not in proc.stdout:
+    if RESULT_MARK not in proc.stdout:
         tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])[:600]
         raise UserError(f"axolotl's Python failed (exit {proc.returncode}): {tail}", file=axolotl.python)
-    return json.loads(proc.stdout.split(_MARK, 1)[1])
+    return json.loads(proc.stdout.split(RESULT_MARK, 1)[1])
 
 
 VALIDATE = f"""
@@ -109,7 +123,7 @@ for cfg in json.load(sys.stdin):
         results.append(None)
     except Exception as exc:
         results.append("axolotl rejects the config: " + " ".join(str(exc).split())[:800])
-print({_MARK!r})
+print({RESULT_MARK!r})
 print(json.dumps(results))
 """
 

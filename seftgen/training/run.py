@@ -20,10 +20,11 @@ from typing import Any
 
 import yaml
 
+from seftgen.devices import visible_gpus
 from seftgen.errors import UserError
 from seftgen.io.manifest import write_json_atomic
 from seftgen.provenance import stable_hash
-from seftgen.training.env import Axolotl, axolotl_env
+from seftgen.training.env import RESULT_MARK, Axolotl, axolotl_env, run_python
 from seftgen.watchdog import ensure_watchdog
 
 DONE = ".seftgen-trained.json"
@@ -49,6 +50,8 @@ class TrainResult:
     train_loss: float | None = None
     seconds: float = 0.0
     skipped: bool = False
+    command: list[str] = field(default_factory=list)  # the `axolotl train` command, launcher included
+    effective_batch: int | None = None  # micro batch x accumulation x processes
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +63,8 @@ class TrainResult:
             "train_loss": self.train_loss,
             "seconds": round(self.seconds, 1),
             "skipped": self.skipped,
+            "command": self.command,
+            "effective_batch": self.effective_batch,
         }
 
 
@@ -86,12 +91,80 @@ def _tail(log: Path, lines: int = 12) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _run(cmd: list[str], log: Path, on_output: Callable[[str], None] | None) -> None:
+def train_command(
+    axolotl: Axolotl | Path | str, config_path: str | Path, launcher: str | None, launcher_args: list[str] | None = None
+) -> list[str]:
+    """`axolotl train CFG [--launcher L] [-- ARGS]`: axolotl passes what follows `--` to its
+    launcher (axolotl 0.19 `cli/main.py`: "Extract launcher args from extra args (after --)")."""
+    executable = axolotl.executable if isinstance(axolotl, Axolotl) else axolotl
+    cmd = [str(executable), "train", str(config_path)]
+    if launcher:
+        cmd += ["--launcher", launcher]
+    if launcher_args:
+        cmd += ["--", *launcher_args]
+    return cmd
+
+
+_PROCESS_FLAGS = ("--num_processes", "--nproc_per_node", "--nproc-per-node", "--num-processes")
+
+
+def processes(launcher: str | None, launcher_args: list[str] | None = None) -> int:
+    """Training processes (data-parallel replicas). accelerate with no config, and torchrun, use
+    every visible GPU; an explicit --num_processes / --nproc_per_node wins; `python` is one."""
+    args = launcher_args or []
+    for i, arg in enumerate(args):
+        name, _, value = arg.partition("=")
+        if name in _PROCESS_FLAGS:
+            value = value or (args[i + 1] if i + 1 < len(args) else "")
+            if value.isdigit():
+                return int(value)
+    if launcher == "python":
+        return 1
+    return max(visible_gpus(), 1)
+
+
+def effective_batch(cfg: dict[str, Any], launcher: str | None, launcher_args: list[str] | None = None) -> int:
+    """Examples per optimizer step: it grows with the number of GPUs at the same learning rate."""
+    micro = int(cfg.get("micro_batch_size") or 1)
+    accumulation = int(cfg.get("gradient_accumulation_steps") or 1)
+    return micro * accumulation * processes(launcher, launcher_args)
+
+
+def hub_models(cfg: dict[str, Any]) -> list[str]:
+    """The config's models that are hub ids (not local folders): they must be downloaded first."""
+    names = [cfg.get("base_model"), cfg.get("tokenizer_config")]
+    return sorted({n for n in names if isinstance(n, str) and n and not Path(n).expanduser().exists()})
+
+
+PREFETCH = f"""
+import json, sys
+from huggingface_hub import snapshot_download
+for repo in json.load(sys.stdin):
+    print("downloading", repo, flush=True)
+    snapshot_download(repo)
+print({RESULT_MARK!r})
+print(json.dumps("ok"))
+"""
+
+
+def prefetch(axolotl: Axolotl, cfg: dict[str, Any], say: Callable[[str], None] | None = None) -> list[str]:
+    """Download the config's hub models into the Hub cache, once, in axolotl's environment (its
+    huggingface_hub), so that training then runs with HF_HUB_OFFLINE=1. A model already cached
+    costs a quick check. Returns the ids fetched."""
+    repos = hub_models(cfg)
+    if repos:
+        if say is not None:
+            say(f"downloading {', '.join(repos)} into the Hugging Face cache (once)")
+        run_python(axolotl, PREFETCH, repos, timeout=6 * 3600, offline=False)
+    return repos
+
+
+def _run(cmd: list[str], log: Path, on_output: Callable[[str], None] | None, axolotl: Axolotl) -> None:
     with log.open("ab") as out:
         out.write(f"\n$ {' '.join(cmd)}\n".encode())
         out.flush()
         ensure_watchdog()  # axolotl (and its dataloader workers) end with us, even on SIGKILL
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=axolotl_env())
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=axolotl_env(axolotl))
         try:
             while proc.poll() is None:
                 time.sleep(1.0)
@@ -114,9 +187,12 @@ def train(
     log: str | Path,
     *,
     launcher: str | None = None,
+    launcher_args: list[str] | None = None,
     on_step: Callable[[int, int, float | None], None] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train (and merge a LoRA adapter); skip when this config's model is already done."""
+    """Train (and merge a LoRA adapter); skip when this config's model is already done. A base
+    model given as a hub id is downloaded first (`prefetch`); training itself runs offline."""
     config_path = Path(config_path).resolve()
     log = Path(log)
     cfg = yaml.safe_load(config_path.read_text())
@@ -131,21 +207,22 @@ def train(
         shutil.rmtree(out_dir)
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
-    result = TrainResult(config_path, model, log)
+    cmd = train_command(axolotl, config_path, launcher, launcher_args)
+    result = TrainResult(
+        config_path, model, log, command=cmd, effective_batch=effective_batch(cfg, launcher, launcher_args)
+    )
     start = time.monotonic()
+    prefetch(axolotl, cfg, say)
 
     def progress(text: str) -> None:
         step, total, losses, _ = parse_progress(text)
         if on_step is not None and total:
             on_step(step, total, losses[-1] if losses else None)
 
-    cmd = [str(axolotl.executable), "train", str(config_path)]
-    if launcher:
-        cmd += ["--launcher", launcher]
-    _run(cmd, log, progress)
+    _run(cmd, log, progress, axolotl)
     result.steps, _, result.losses, result.train_loss = parse_progress(log.read_text(errors="replace"))
     if cfg.get("adapter"):
-        _run([str(axolotl.executable), "merge-lora", str(config_path)], log, None)
+        _run([str(axolotl.executable), "merge-lora", str(config_path)], log, None, axolotl)
     result.seconds = time.monotonic() - start
     if not (model / "config.json").is_file():
         raise TrainingFailed(f"training finished but no model is in {model}; see {log}")

@@ -15,18 +15,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from seftgen.choices import EngineKind, TrainKind, Verdict
-from seftgen.defaults import defaults_of
 from seftgen.engines import EngineSpec
 from seftgen.engines.base import SamplingConfig
 from seftgen.errors import UserError
-from seftgen.evaluation.evaluate import evaluate
 from seftgen.io.files import read_mapping
 from seftgen.io.readers import PromptColumns
 from seftgen.io.store import Holdout, Shard
 from seftgen.resources import resource_dir
-from seftgen.stages.judge import judge_pairs
-from seftgen.stages.revise import revise_seft, revise_self, revise_srt
-from seftgen.stages.sample import sample
+from seftgen.rounds.refs import ModelRef
+from seftgen.stages.config import CRITIQUE, EVALUATE, JUDGE, REVISE, SAMPLE, SELF_CRITIQUE
+from seftgen.stages.quality import GATES, QualityGates
 
 
 class RoundStage(StrEnum):
@@ -78,9 +76,10 @@ class Prompts(_Strict):
     split_rounds: int | None = Field(None, description="Round K uses shard (K-1) mod N: fresh prompts per round.")
 
 
-class ModelRef(_Strict):
-    """A model for a stage: 'policy' (the current round's), 'train:STEP' (the model a training step
-    of this recipe produced), 'demo', a folder or hub id, or an API."""
+class StageModel(_Strict):
+    """A stage's model: `model` is 'policy' (the current round's), 'train:STEP' (the model a
+    training step of this recipe produced), 'start' (the recipe's starting policy), 'demo', a folder
+    or hub id, or a served model's name with `engine: openai`."""
 
     model: str = "policy"
     engine: EngineKind = EngineKind.VLLM
@@ -88,47 +87,47 @@ class ModelRef(_Strict):
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = 32
 
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef.parse(self.model)
 
-# Stage defaults are the library's (one source): the stage functions' own defaults.
-_SAMPLE = defaults_of(sample)
-_SEFT = defaults_of(revise_seft)
-_SRT = defaults_of(revise_srt)
-_JUDGE = defaults_of(judge_pairs)
+
+_SAMPLING = SAMPLE.params
 
 
 class SampleStage(_Strict):
-    n: int = SamplingConfig.n
-    temperature: float = SamplingConfig.temperature
-    top_p: float = SamplingConfig.top_p
-    max_tokens: int = SamplingConfig.max_tokens
-    batch_size: int = _SAMPLE["batch_size"]
+    n: int = _SAMPLING.n
+    temperature: float = _SAMPLING.temperature
+    top_p: float = _SAMPLING.top_p
+    max_tokens: int = _SAMPLING.max_tokens
+    batch_size: int = SAMPLE.batch_size
+
+    def params(self) -> SamplingConfig:
+        return SamplingConfig(n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
 
 
 class ReviseStage(_Strict):
-    reviser: ModelRef = ModelRef(model="demo")
-    template: str = _SEFT["template"]
-    max_tokens: int = _SEFT["params"].max_tokens
-    constrain: bool = Field(_SEFT["constrain"], description="Constrain decoding to the template's output format.")
+    reviser: StageModel = StageModel(model="demo")
+    template: str = REVISE.template
+    max_tokens: int = REVISE.params.max_tokens
+    constrain: bool = Field(REVISE.constrain, description="Constrain decoding to the template's output format.")
 
 
 class CritiqueStage(_Strict):
-    critic: ModelRef
-    template: str = _SRT["template"]
-    score_template: str = _SRT["score_template"]
-    max_tokens: int = _SRT["max_tokens"]
-    constrain: bool = _SRT["constrain"]
+    critic: StageModel
+    template: str = CRITIQUE.template
+    score_template: str = CRITIQUE.score_template
+    max_tokens: int = CRITIQUE.max_tokens
+    constrain: bool = CRITIQUE.constrain
 
 
 class JudgeStage(_Strict):
-    judge: ModelRef = ModelRef()
-    template: str | list[str] = Field(_JUDGE["template"], description="One template, or principle judges (majority).")
-    verdict: Verdict = _JUDGE["verdict"]
-    min_margin: float = _JUDGE["min_margin"]
-    require_consistent: bool = _JUDGE["require_consistent"]
-    constrain: bool = _JUDGE["constrain"]
-
-
-_SELF = defaults_of(revise_self)
+    judge: StageModel = StageModel()
+    template: str | list[str] = Field(JUDGE.template, description="One template, or principle judges (majority).")
+    verdict: Verdict = JUDGE.verdict
+    min_margin: float = JUDGE.min_margin
+    require_consistent: bool = JUDGE.require_consistent
+    constrain: bool = JUDGE.constrain
 
 
 class SelfCritiqueStage(_Strict):
@@ -136,7 +135,7 @@ class SelfCritiqueStage(_Strict):
     refines and scores its own answers (`revise --self-critic`); pairs whose refinement scores
     strictly higher train stage 2 (DPO)."""
 
-    model: ModelRef = Field(ModelRef(model="train:stage1"), description="The stage-1 model: 'train:STEP'.")
+    model: StageModel = Field(StageModel(model="train:stage1"), description="The stage-1 model: 'train:STEP'.")
     source: str | None = Field(None, description="Its own prompt source; default: a split of `prompts`.")
     prompt_column: str = "prompt"
     messages_column: str | None = None
@@ -149,13 +148,10 @@ class SelfCritiqueStage(_Strict):
     )
     prompts: int | None = Field(None, ge=1, description="At most this many stage-2 prompts.")
     sample: SampleStage = Field(SampleStage(temperature=0.7, top_p=0.9), description="How it answers them.")
-    template: str = _SELF["template"]
-    score_template: str = _SELF["score_template"]
-    max_tokens: int = _SELF["max_tokens"]
-    constrain: bool = _SELF["constrain"]
-
-
-_EVALUATE = defaults_of(evaluate)
+    template: str = SELF_CRITIQUE.template
+    score_template: str = SELF_CRITIQUE.score_template
+    max_tokens: int = SELF_CRITIQUE.max_tokens
+    constrain: bool = SELF_CRITIQUE.constrain
 
 
 class EvalSection(_Strict):
@@ -174,13 +170,13 @@ class EvalSection(_Strict):
     prompts: int = Field(32, ge=1, description="Eval prompts (the first N of the source or of the held-out split).")
     max_tokens: int | None = Field(None, description="Answer length; default: the `sample` stage's.")
     temperature: float = Field(0.0, ge=0, description="Eval sampling temperature (0: greedy, reproducible).")
-    judge: ModelRef = Field(
-        ModelRef(model="start"),
+    judge: StageModel = Field(
+        StageModel(model="start"),
         description="'start' (the recipe's policy: one judge for all rounds) or a model.",
     )
-    template: str = _EVALUATE["template"]
-    verdict: Verdict = _EVALUATE["verdict"]
-    tie_margin: float = Field(_EVALUATE["tie_margin"], ge=0, le=1)
+    template: str = EVALUATE.template
+    verdict: Verdict = EVALUATE.verdict
+    tie_margin: float = Field(EVALUATE.tie_margin, ge=0, le=1)
 
 
 class TrainStep(_Strict):
@@ -192,12 +188,24 @@ class TrainStep(_Strict):
     preset: str | None = None
     set: dict[str, Any] = {}
 
+    @property
+    def base_ref(self) -> ModelRef:
+        return ModelRef.parse(self.base)
+
 
 class Training(_Strict):
     """How training steps run with `seftgen round --train` (axolotl in its own environment)."""
 
-    preset: str | None = Field(None, description="axolotl preset for every step: 'cpu', 'gpu' or a YAML file.")
-    launcher: str | None = Field(None, description="axolotl --launcher; default 'python' without a GPU.")
+    preset: str | None = Field(
+        None, description="axolotl preset for every step: 'cpu', 'gpu', 'gpu-fsdp', 'gpu-qlora' or a YAML file."
+    )
+    launcher: str | None = Field(
+        None, description="axolotl --launcher (accelerate, torchrun, python); default accelerate on GPUs, else python."
+    )
+    launcher_args: list[str] = Field(
+        default_factory=list,
+        description="Arguments for the launcher, after `--` (e.g. ['--num_processes', '4']).",
+    )
     next_policy: str | None = Field(None, description="Step whose model is round K+1's policy (default: last).")
     first_policy: str | None = Field(
         None,
@@ -228,7 +236,16 @@ class Recipe(_Strict):
     train: list[TrainStep] = []
     training: Training = Training()
     eval: EvalSection | None = None
+    quality: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Quality gate thresholds (seftgen.stages.quality.QualityGates fields), e.g. "
+        "{keep_truncated: false, max_repeated_ngrams: 0.3}; unset ones keep their defaults.",
+    )
     base_dir: Path = Path(".")
+
+    @property
+    def gates(self) -> QualityGates:
+        return GATES.with_settings(self.quality)
 
     def resolve(self, value: str) -> str:
         """A relative path in the recipe is relative to `base_dir`; other strings pass through."""
@@ -246,27 +263,28 @@ def load_recipe(name_or_path: str, base_dir: str | Path | None = None) -> Recipe
         )
     data = read_mapping(path, "recipe", empty_ok=True)
     try:
-        return Recipe(**data, base_dir=Path(base_dir or Path.cwd()))
+        recipe = Recipe(**data, base_dir=Path(base_dir or Path.cwd()))
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UserError(first["msg"], file=path, field=".".join(str(p) for p in first["loc"])) from exc
+    try:
+        recipe.gates  # noqa: B018 - unknown or mistyped gate settings fail here, before any model loads
+    except UserError as exc:
+        raise UserError(exc.message, file=path, field="quality") from exc
+    return recipe
 
 
-def engine_for(recipe: Recipe, ref: ModelRef, policy: str) -> EngineSpec:
-    model = policy if ref.model == "policy" else ref.model
-    if ref.engine == EngineKind.OPENAI:
+def engine_for(recipe: Recipe, stage: StageModel, model: str) -> EngineSpec:
+    """The engine that runs `model` (already resolved from the stage's ref) as the stage says."""
+    if stage.engine == EngineKind.OPENAI:
         return EngineSpec(
             model=model,
-            kind=ref.engine,
-            base_url=ref.base_url,
-            api_key_env=ref.api_key_env,
-            concurrency=ref.concurrency,
+            kind=stage.engine,
+            base_url=stage.base_url,
+            api_key_env=stage.api_key_env,
+            concurrency=stage.concurrency,
         )
-    return EngineSpec(model=recipe.resolve(model), kind=ref.engine, **recipe.engine)
-
-
-def sampling_of(stage: SampleStage) -> SamplingConfig:
-    return SamplingConfig(n=stage.n, temperature=stage.temperature, top_p=stage.top_p, max_tokens=stage.max_tokens)
+    return EngineSpec(model=recipe.resolve(model), kind=stage.engine, **recipe.engine)
 
 
 def prompt_columns(prompts: Prompts) -> PromptColumns:

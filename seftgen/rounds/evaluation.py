@@ -1,0 +1,76 @@
+"""A trained round's held-out evaluation: its policy's answers judged against round 0's (the
+starting policy, answered once and reused by every round) and against round K-1's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from seftgen.engines import EngineSpec, release_engines
+from seftgen.engines.base import SamplingConfig
+from seftgen.evaluation.evaluate import evaluate
+from seftgen.io.readers import PromptColumns
+from seftgen.io.store import Holdout, load_manifest
+from seftgen.io.workdir import START, Workdir
+from seftgen.rounds.recipe import Recipe, StageModel, engine_for, prompt_columns
+from seftgen.stages.sample import sample
+
+
+def evaluate_round(recipe: Recipe, work: Workdir, round_k: int, trained: str, keep: set[EngineSpec]) -> dict[str, Any]:
+    """Sample the eval prompts with the trained policy (and, once, with the starting policy), then
+    judge round K against round 0 and against round K-1 with one fixed judge."""
+    ev = recipe.eval
+    assert ev is not None
+    start = recipe.policy
+    if ev.source is not None:
+        source, columns = recipe.resolve(ev.source), PromptColumns(ev.prompt_column, ev.messages_column)
+        limit, holdout = None, Holdout()
+    else:
+        source, columns = recipe.resolve(recipe.prompts.source), prompt_columns(recipe.prompts)
+        limit, holdout = recipe.prompts.limit, Holdout(ev.holdout, heldout=True)
+    params = SamplingConfig(n=1, temperature=ev.temperature, max_tokens=ev.max_tokens or recipe.sample.max_tokens)
+
+    def answers(model: str, k: int) -> None:
+        spec = engine_for(recipe, StageModel(model=model), model)
+        sample(
+            source,
+            work.eval_samples(k),
+            spec,
+            columns=columns,
+            params=params,
+            limit=limit,
+            holdout=holdout,
+            max_prompts=ev.prompts,
+        )
+
+    answers(trained, round_k)
+    release_engines(keep)  # the trained policy is done; the start model samples and judges next
+    answers(start, 0)  # once: later rounds resume it
+    judge_model = ev.judge.ref.resolve(policy=trained, start=start, models={}) or start
+    judge = engine_for(recipe, ev.judge, judge_model)
+    out: dict[str, Any] = {"prompts": load_manifest(work.eval_samples(0)).rows, "judge": judge.model, "runs": {}}
+    baselines = {"vs_start": 0}
+    if round_k > 1:
+        baselines["vs_previous"] = round_k - 1
+    for name, k in baselines.items():
+        baseline = work.eval_samples(k)
+        if not (baseline / "manifest.json").is_file():
+            out[name] = {"skipped": f"no eval samples of the previous round ({baseline})"}
+            continue
+        run = work.eval_dir(round_k) / name.replace("_", "-")
+        evaluated = evaluate(
+            work.eval_samples(round_k),
+            baseline,
+            run,
+            judge,
+            template=ev.template,
+            verdict=ev.verdict,
+            tie_margin=ev.tie_margin,
+        )
+        out[name] = evaluated.summary
+        out["runs"][name] = str(run)
+        out["judge"] = load_manifest(run).config["model"]  # the resolved model, as its rows name it
+    release_engines(keep)
+    return out
+
+
+__all__ = ["START", "evaluate_round"]
