@@ -9,6 +9,7 @@ import typer
 
 from seftgen.choices import TrainKind
 from seftgen.console import console, warn
+from seftgen.io.workdir import PLAN
 
 AXOLOTL_HELP = "axolotl executable or its venv (else $SEFTGEN_AXOLOTL, then PATH, then .venv-train)."
 
@@ -206,7 +207,7 @@ def round_report(result) -> None:
             if name in result.eval:
                 console.print(f"  [green]✓[/] eval {name.replace('_', ' ')}: {headline(result.eval[name])}")
     time_report(result)
-    console.print(f"  plan: {result.dir / 'round.json'}")
+    console.print(f"  plan: {result.dir / PLAN}")
 
 
 TIME_PARTS = {"engine_start_s": "engine start", "generation_s": "generation", "write_s": "writing"}

@@ -13,12 +13,23 @@ import polars as pl
 from seftgen.choices import ErrorKind, RunStatus
 from seftgen.engines import EngineSpec, get_engine
 from seftgen.engines.base import Engine, SamplingConfig
-from seftgen.io.store import RunStore
+from seftgen.io.store import RunStore, Shard
 from seftgen.provenance import template_hash, utc_now
 from seftgen.templates import PromptTemplate
 
 T = TypeVar("T")
 MAX_RECORDED_FAILURES = 1000
+
+
+@dataclass(frozen=True)
+class RunIO:
+    """Where a downstream stage reads and writes: its input run, its output run, which shard of the
+    input, and whether to resume what the output already holds."""
+
+    source: str | Path
+    out: str | Path
+    shard: Shard = Shard()  # noqa: RUF009 - frozen
+    resume: bool = True
 
 
 @dataclass

@@ -23,6 +23,7 @@ from seftgen.errors import UserError, choice
 from seftgen.io.schema import BEST_OF, PAIRS, Table
 from seftgen.io.store import RunStore, Shard, scan_run
 from seftgen.stages.common import (
+    RunIO,
     StageResult,
     ensure_engine,
     finish,
@@ -41,18 +42,17 @@ Group = list[dict[str, Any]]
 
 
 def _open(
-    samples: str | Path,
-    out: str | Path,
+    io: RunIO,
     engine: Engine | EngineSpec,
     table: Table,
     stage: Stage,
     template: str | list[str],
     verdict: Verdict | str,
+    *,
     extra: dict[str, Any],
-    shard: Shard,
-    resume: bool,
     constrain: bool,
 ) -> tuple[Panel, RunStore, dict]:
+    samples, out, shard, resume = io.source, io.out, io.shard, io.resume
     verdict = choice(Verdict, verdict, "verdict")
     source = source_info(samples, "samples", out)
     names = [template] if isinstance(template, str) else list(template)
@@ -90,17 +90,14 @@ def judge_pairs(
     `principle_*`): each judges every pair, and the pair's verdict is their majority (ties by
     the mean score); the per-principle scores go into `principle_scores`."""
     judge, store, params = _open(
-        samples,
-        out,
+        RunIO(samples, out, shard, resume),
         judge_engine,
         PAIRS,
         Stage.JUDGE,
         template,
         verdict,
-        {"min_margin": min_margin, "require_consistent": require_consistent, "quality": quality.as_dict()},
-        shard,
-        resume,
-        constrain,
+        extra={"min_margin": min_margin, "require_consistent": require_consistent, "quality": quality.as_dict()},
+        constrain=constrain,
     )
     params_json = json.dumps(params, sort_keys=True)
 
@@ -226,17 +223,14 @@ def best_of(
 ) -> StageResult:
     """Tournament rejection sampling: the best of the n samples of each prompt."""
     judge, store, params = _open(
-        samples,
-        out,
+        RunIO(samples, out, shard, resume),
         judge_engine,
         BEST_OF,
         Stage.BEST_OF,
         template,
         verdict,
-        {"tournament_seed": seed, "quality": quality.as_dict()},
-        shard,
-        resume,
-        constrain,
+        extra={"tournament_seed": seed, "quality": quality.as_dict()},
+        constrain=constrain,
     )
     params_json = json.dumps(params, sort_keys=True)
 

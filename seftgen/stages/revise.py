@@ -26,6 +26,7 @@ from seftgen.formats import OutputFormat
 from seftgen.io.schema import REVISIONS
 from seftgen.io.store import RunStore, Shard, scan_run
 from seftgen.stages.common import (
+    RunIO,
     StageResult,
     constrained,
     ensure_engine,
@@ -65,17 +66,16 @@ class _Setup:
 
 
 def _open(
-    samples: str | Path,
-    out: str | Path,
+    io: RunIO,
     engine: Engine | EngineSpec,
-    method: str,
+    method: ReviseMethod,
     template: PromptTemplate,
     params: SamplingConfig,
+    *,
     extra: dict[str, Any],
-    shard: Shard,
-    resume: bool,
     constrain: bool,
 ) -> _Setup:
+    samples, out, shard, resume = io.source, io.out, io.shard, io.resume
     source = source_info(samples, "samples", out)
     engine = ensure_engine(engine)
     params = constrained(params, template, engine, constrain)
@@ -134,7 +134,9 @@ def revise_seft(
     fmt = _need_format(tpl)
     labels = [str(label) for label in tpl.get("labels", ["keep", "minor", "major"])]
     extra = {"labels": labels, "quality": quality.as_dict()}
-    s = _open(samples, out, reviser, ReviseMethod.SEFT, tpl, params, extra, shard, resume, constrain)
+    s = _open(
+        RunIO(samples, out, shard, resume), reviser, ReviseMethod.SEFT, tpl, params, extra=extra, constrain=constrain
+    )
 
     def process(batch: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
         prompts = [
@@ -318,7 +320,7 @@ def _run_critique(
         "score_params": score_params.as_dict(),
         "quality": quality.as_dict(),
     }
-    s = _open(samples, out, engine, way.method, tpl, params, extra, shard, resume, constrain)
+    s = _open(RunIO(samples, out, shard, resume), engine, way.method, tpl, params, extra=extra, constrain=constrain)
     params = s.params
     template_id = f"{tpl.hash}+{scorer.hash}"
     params_json = json.dumps({"critic": params.as_dict(), "score": extra["score_params"]}, sort_keys=True)
