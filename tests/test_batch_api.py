@@ -147,5 +147,6 @@ def test_api_judges_through_batches(standin: BatchStandIn, sample_run: Path, tmp
 
 def test_batch_api_needs_an_api_engine(sample_run: Path, tmp_path: Path, capsys) -> None:
     assert run_cli("judge", sample_run, "-o", tmp_path / "x", "--batch-api") == 2
-    assert "--batch-api: the Batch API is for API engines: set --engine openai and --base-url" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--batch-api: the Batch API is for API engines: set --engine openai and --base-url" in err
     assert not (tmp_path / "x").exists()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import DEMO_PROMPTS, run_cli
 
-from seftgen.cli.errors import flag_of
 from seftgen.choices import Verdict
+from seftgen.cli.errors import flag_of
 from seftgen.errors import UserError, choice
 from seftgen.io.store import Shard
 
