@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from seftgen.choices import EngineKind
+from seftgen.engines import residency
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
 from seftgen.errors import UserError
 from seftgen.models import DEMO, resolve_model
@@ -63,6 +64,35 @@ class EngineSpec:
 
 
 _CACHE: dict[EngineSpec, Engine] = {}
+_PIDS: dict[EngineSpec, set[int]] = {}  # each local engine's processes (vLLM's EngineCore)
+
+
+def make_room(spec: EngineSpec, share: float) -> None:
+    """The residency policy (`residency.py`): on an accelerator, close every other local engine,
+    and see its processes gone and its memory free, before `spec`'s engine starts, unless every
+    engine's memory share was given and they fit together."""
+    local = [s for s in _CACHE if s.kind == EngineKind.VLLM]
+    if (
+        not local
+        or not residency.exclusive()
+        or residency.shares_fit([*(s.memory_share for s in local), spec.memory_share])
+    ):
+        residency.JOURNAL.add("start", spec.model, {"previous_alive": []})
+        return
+    closed: set[int] = set()
+    for other in local:
+        pids = _PIDS.pop(other, set())
+        residency.JOURNAL.add("close", other.model, sorted(pids))
+        _CACHE.pop(other).close()
+        waited = residency.wait_gone(pids, other.model)
+        residency.JOURNAL.add("released", other.model, sorted(pids), round(waited, 2))
+        closed |= pids
+    import gc
+
+    gc.collect()
+    residency.wait_memory(share, ", ".join(s.model for s in local))
+    alive = sorted(residency.running(closed))  # seen just before the next start
+    residency.JOURNAL.add("start", spec.model, {"previous_alive": alive})
 
 
 def _read_template(path: str | None) -> str | None:
@@ -96,9 +126,12 @@ def get_engine(spec: EngineSpec) -> Engine:
         "seed": spec.seed,
     }
     if spec.kind == EngineKind.VLLM:
-        from seftgen.engines.vllm_engine import VLLMEngine
+        from seftgen.engines.vllm_engine import VLLMEngine, default_memory_share
 
+        make_room(spec, spec.memory_share or default_memory_share())
+        before = residency.child_pids()
         engine = VLLMEngine(spec.model, chat_template=_read_template(spec.chat_template), **local)
+        _PIDS[spec] = residency.child_pids() - before
     elif spec.kind == EngineKind.OPENAI:
         from seftgen.engines.openai_batch import OpenAIBatchEngine
         from seftgen.engines.openai_engine import OpenAIEngine
@@ -152,6 +185,7 @@ def release_engines(keep: set[EngineSpec] | frozenset[EngineSpec] = frozenset())
     needs the memory, and leaves engines its caller opened alone)."""
     for spec in [s for s in _CACHE if s not in keep]:
         _CACHE.pop(spec).close()
+        _PIDS.pop(spec, None)
     import gc
 
     gc.collect()
