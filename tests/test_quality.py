@@ -101,9 +101,9 @@ def test_truncated_samples_never_become_targets(engine, tmp_path: Path) -> None:
     """Samples cut at max_tokens: judged pairs whose chosen side is truncated and truncated
     tournament winners are gated out (the reason says so), unless --keep-truncated asks for them."""
     samples = tmp_path / "samples"
-    sample(str(long_prompt_file(tmp_path, 3)), samples, engine, params=SamplingConfig(n=3, max_tokens=3))
+    sample(str(long_prompt_file(tmp_path, 3)), samples, engine, params=SamplingConfig(n=2, max_tokens=3))
     finish = {(r["prompt_id"], r["sample_idx"]): r["finish_reason"] for r in read_run(samples).iter_rows(named=True)}
-    assert list(finish.values()).count("length") >= 6
+    assert list(finish.values()).count("length") >= 4  # of 6
     judge_pairs(samples, tmp_path / "pairs", engine)
     pairs = read_run(tmp_path / "pairs")
     for row in pairs.iter_rows(named=True):

@@ -43,7 +43,9 @@ def test_accelerate_resolves_to_the_training_environment(tmp_path: Path, monkeyp
         ["sh", "-c", "command -v accelerate"], env=axolotl_env(AXOLOTL), capture_output=True, text=True, check=True
     ).stdout.strip()
     assert Path(resolved) == AXOLOTL.executable.parent / "accelerate"
-    assert Path(resolved).is_file()
+    env = axolotl_env(AXOLOTL)
+    ran = subprocess.run(["accelerate", "--help"], env=env, capture_output=True, text=True, check=False)
+    assert ran.returncode == 0 and "decoy" not in ran.stdout and "launch" in ran.stdout, ran.stdout  # it ran
     # Without seftgen's PATH the decoy would have run: the test can fail.
     plain = subprocess.run(["sh", "-c", "command -v accelerate"], capture_output=True, text=True, check=True)
     assert plain.stdout.strip() == str(decoy)
