@@ -130,6 +130,8 @@ def training_rows(run_dir: str | Path, kind: TrainKind) -> TrainingRows:
     df = read_run(run_dir)
     left_out = 0
     if "kept" in df.columns:
+        # Runs from before a table had `kept` (best-of before the quality gates) read it as null: kept.
+        df = df.with_columns(pl.col("kept").fill_null(True))
         left_out = int((~df["kept"]).sum())
         df = df.filter(pl.col("kept"))
     if variant == Variant.SRT_STAGE1:  # n > 1: the prompt's best refinement is its target (the paper's r_i)

@@ -62,7 +62,7 @@ def select_rows(df: pl.DataFrame, include_rejected: bool) -> tuple[pl.DataFrame,
         rejected = df.filter(~pl.col("kept"))
         for kind, n in Counter(rejected["reason_kind"].to_list()).items():
             left[f"{kind} failure" if kind else "not kept"] += n
-        df = df.filter(pl.col("kept"))
+        df = df.filter(pl.col("kept").fill_null(True))  # null: a run from before its table had `kept`
     return df, left
 
 

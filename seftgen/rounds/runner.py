@@ -512,7 +512,7 @@ def _check_steps(recipe: Recipe) -> None:
 def _has_trainable_rows(run_dir: Path) -> bool:
     rows = scan_run(run_dir)
     if "kept" in rows.collect_schema().names():
-        rows = rows.filter(pl.col("kept"))
+        rows = rows.filter(pl.col("kept").fill_null(True))
     return rows.head(1).collect().height > 0
 
 
