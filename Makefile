@@ -30,13 +30,18 @@ BROWSER := /usr/bin/chromium
 GEN   := $(VENV)/.stamp-gen-$(FLAVOUR)
 TRAIN := $(TRAIN_ENV)/.stamp-train
 
-.PHONY: demo test test-fast install train-env model lint bench clean
+.PHONY: demo test test-all test-fast install train-env model lint bench clean
 
 demo: $(GEN) $(TRAIN) model
 	$(BIN)/seftgen round seft --rounds 1-2 --train --preset cpu --workdir runs/demo
 	$(BIN)/seftgen report runs/demo
 
+# `make test` leaves out the tests marked slow (engine restarts, the kill-anywhere soak, Ray: about
+# 10 minutes more on 2 cores); `make test-all` runs them too.
 test: $(GEN) $(TRAIN) model lint $(BROWSER)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -m "not slow" tests
+
+test-all: $(GEN) $(TRAIN) model lint $(BROWSER)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests
 
 # The tests that need no engine, server, axolotl or Ray: seconds, for the edit-test loop.

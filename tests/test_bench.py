@@ -68,6 +68,7 @@ def test_critic_client_benchmark_and_the_table(tmp_path: Path) -> None:
 
 
 @pytest.mark.engine
+@pytest.mark.slow
 def test_judge_precision_study_runs(engine) -> None:
     """The precision study judges the same pairs with bf16, a float32 head and a float32 model
     (each a real engine of its own, loaded one after another), and closes only its own engines."""

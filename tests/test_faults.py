@@ -95,6 +95,7 @@ def check_complete(run: Path, reference: Path) -> None:
 Case = tuple[str, Callable[[Path, Path], list[str]], list[int]]
 
 
+@pytest.mark.slow
 def test_kill_anywhere_local_engine(engine, six_prompts: Path, tmp_path: Path) -> None:
     """sample, revise (reviser), judge and best-of on the in-process engine, each killed in a
     subprocess (sample twice: SIGKILL, then SIGTERM), then finished by a rerun."""

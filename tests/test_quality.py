@@ -85,9 +85,13 @@ def test_an_overlong_prompt_fails_its_row_only(engine, tmp_path: Path, capsys) -
 @pytest.mark.engine
 def test_a_judge_prompt_that_outgrows_the_context_fails_its_pairs_only(engine, tmp_path: Path) -> None:
     """The prompt fits for sampling, but the judge's prompt (two answers and the template) does not."""
-    source = long_prompt_file(tmp_path, 1900)
+    # As many words as leave 40 tokens to answer in: sampling fits, whatever the answers' lengths;
+    # the judge's template (100+ words of its own) then cannot.
+    tok = engine.tokenizer
+    one = tok.apply_chat_template([{"role": "user", "content": "word"}], tokenize=False, add_generation_prompt=True)
+    source = long_prompt_file(tmp_path, 2048 - 40 - len(tok.encode(one, add_special_tokens=False)) + 1)
     samples = tmp_path / "samples"
-    sample(str(source), samples, engine, params=SamplingConfig(n=2, max_tokens=48))
+    sample(str(source), samples, engine, params=SamplingConfig(n=2, max_tokens=32))
     assert read_run(samples).height == 6
     result = judge_pairs(samples, tmp_path / "pairs", engine)
     pairs = read_run(tmp_path / "pairs")

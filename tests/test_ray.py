@@ -19,7 +19,7 @@ from seftgen.io.store import load_manifest, part_files, read_run
 from seftgen.stages.sample import sample
 
 pytest.importorskip("ray.data.llm")
-pytestmark = [pytest.mark.ray, pytest.mark.engine]
+pytestmark = [pytest.mark.ray, pytest.mark.engine, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

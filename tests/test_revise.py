@@ -67,7 +67,8 @@ def test_srt_critic_filters_and_separate_scores(server, sample_run: Path, tmp_pa
     df = read_run(tmp_path / "srt")
     # The untrained model as critic through `vllm serve`: the regex goes in the request's
     # structured_outputs field, and the replies follow the format.
-    assert df.filter(pl.col("reason").is_null() | (pl.col("reason_kind") == "filter")).height >= 0.95 * df.height
+    parsed = pl.col("reason").is_null() | pl.col("reason_kind").is_in(["filter", "quality"])
+    assert df.filter(parsed).height >= 0.95 * df.height, df["reason"].to_list()
     assert json.loads(df["params"][0])["critic"]["constrained"] is True
     assert set(df.select("prompt_id", "sample_idx").iter_rows()) == sample_keys(sample_run)
     for row in df.iter_rows(named=True):
@@ -86,6 +87,7 @@ def test_srt_critic_filters_and_separate_scores(server, sample_run: Path, tmp_pa
 
 
 @pytest.mark.server
+@pytest.mark.slow
 def test_server_stopped_mid_run_then_rerun_completes(server, sample_run: Path, tmp_path: Path) -> None:
     """The critic's server dies part-way: failed rows are reported, not written; a rerun after the
     server is back writes exactly those, so every sample ends up once."""

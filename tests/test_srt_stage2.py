@@ -72,7 +72,8 @@ def test_revise_self_with_a_real_model(engine, sample_run: Path, tmp_path: Path)
         if row["revised"] is not None:
             assert raw["score_original"] and raw["score_revised"]  # two separate scoring calls
             scored = row["original_score"] is not None and row["revised_score"] is not None
-            assert row["kept"] == (scored and row["revised_score"] > row["original_score"])
+            higher = scored and row["revised_score"] > row["original_score"]
+            assert row["kept"] == (higher and row["reason_kind"] != "quality"), row["reason"]
     assert load_manifest(out).kind.name == "revisions_srt_self"
     if df["kept"].any():
         exported = export_axolotl(out, "dpo", "demo", tmp_path / "stage2.yml", check=False)
