@@ -165,3 +165,12 @@ def sample_run(engine, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("shared") / "samples"
     sample(str(DEMO_PROMPTS), out, engine, params=SamplingConfig(n=3, max_tokens=24), limit=3)
     return out
+
+
+def parsed_share(df) -> float:
+    """The share of critic rows whose reply parsed: kept, or left out by a filter or a quality gate
+    (both judge a parsed reply); the rest failed to parse or to run."""
+    import polars as pl
+
+    parsed = pl.col("reason").is_null() | pl.col("reason_kind").is_in(["filter", "quality"])
+    return df.filter(parsed).height / df.height
