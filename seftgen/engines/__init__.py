@@ -64,14 +64,13 @@ class EngineSpec:
 
 
 _CACHE: dict[EngineSpec, Engine] = {}
-_PIDS: dict[EngineSpec, set[int]] = {}  # each local engine's processes (vLLM's EngineCore)
 
 
 def make_room(spec: EngineSpec, share: float) -> None:
     """The residency policy (`residency.py`): on an accelerator, close every other local engine,
     and see its processes gone and its memory free, before `spec`'s engine starts, unless every
-    engine's memory share was given and they fit together."""
-    local = [s for s in _CACHE if s.kind == EngineKind.VLLM]
+    engine's memory share was given and they fit together. Engines not started yet hold nothing."""
+    local = [s for s in _CACHE if s.kind == EngineKind.VLLM and getattr(_CACHE[s], "started", True) and s != spec]
     if (
         not local
         or not residency.exclusive()
@@ -81,9 +80,10 @@ def make_room(spec: EngineSpec, share: float) -> None:
         return
     closed: set[int] = set()
     for other in local:
-        pids = _PIDS.pop(other, set())
+        engine = _CACHE.pop(other)
+        pids = set(getattr(engine, "pids", set()))
         residency.JOURNAL.add("close", other.model, sorted(pids))
-        _CACHE.pop(other).close()
+        engine.close()
         waited = residency.wait_gone(pids, other.model)
         residency.JOURNAL.add("released", other.model, sorted(pids), round(waited, 2))
         closed |= pids
@@ -128,10 +128,13 @@ def get_engine(spec: EngineSpec) -> Engine:
     if spec.kind == EngineKind.VLLM:
         from seftgen.engines.vllm_engine import VLLMEngine, default_memory_share
 
-        make_room(spec, spec.memory_share or default_memory_share())
-        before = residency.child_pids()
-        engine = VLLMEngine(spec.model, chat_template=_read_template(spec.chat_template), **local)
-        _PIDS[spec] = residency.child_pids() - before
+        share = spec.memory_share or default_memory_share()
+        engine = VLLMEngine(
+            spec.model,
+            chat_template=_read_template(spec.chat_template),
+            before_start=lambda: make_room(spec, share),
+            **local,
+        )
     elif spec.kind == EngineKind.OPENAI:
         from seftgen.engines.openai_batch import OpenAIBatchEngine
         from seftgen.engines.openai_engine import OpenAIEngine
@@ -170,7 +173,7 @@ def get_engine(spec: EngineSpec) -> Engine:
         )
     else:
         raise UserError(f"unknown engine {spec.kind!r} (choose {', '.join(EngineKind)})", param="engine")
-    engine.startup_s = time.monotonic() - started
+    engine.startup_s += time.monotonic() - started  # a local vLLM engine adds its own start, when it starts
     _CACHE[spec] = engine
     return engine
 
@@ -185,7 +188,6 @@ def release_engines(keep: set[EngineSpec] | frozenset[EngineSpec] = frozenset())
     needs the memory, and leaves engines its caller opened alone)."""
     for spec in [s for s in _CACHE if s not in keep]:
         _CACHE.pop(spec).close()
-        _PIDS.pop(spec, None)
     import gc
 
     gc.collect()

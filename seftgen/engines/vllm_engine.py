@@ -18,7 +18,8 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,34 +75,71 @@ class VLLMEngine(Engine):
         max_num_seqs: int | None = None,
         seed: int = 0,
         chat_template: str | None = None,
+        before_start: Callable[[], None] | None = None,
     ) -> None:
+        """The engine starts (EngineCore and its worker, the weights, the KV cache: tens of seconds
+        here, minutes for a large model on a GPU) on first use, not here: a stage whose run is
+        already complete, as on the rerun of a round, never starts one. The tokenizer (all that
+        resume checks and context checks need) loads now, by vLLM's own loader.
+        `before_start` runs just before the start (the residency policy makes room there)."""
         super().__init__()
-        from vllm import LLM
+        from vllm.tokenizers import get_tokenizer
 
         self.model = model
         self.seed = seed
         self.max_model_len = max_model_len
-        self.llm = LLM(
-            model=model,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            gpu_memory_utilization=memory_share or default_memory_share(),
-            tensor_parallel_size=tensor_parallel_size,
-            seed=seed,
+        self._settings: dict[str, Any] = {
+            "model": model,
+            "dtype": dtype,
+            "max_model_len": max_model_len,
+            "gpu_memory_utilization": memory_share or default_memory_share(),
+            "tensor_parallel_size": tensor_parallel_size,
+            "seed": seed,
             **({"max_num_seqs": max_num_seqs} if max_num_seqs else {}),
-            # bf16 logits put judge probabilities on a coarse grid (README, "Judge precision").
+            # bf16 logits put judge probabilities on a coarse grid (docs, "Judge precision").
             **({"hf_overrides": {"head_dtype": head_dtype}} if head_dtype else {}),
             # No CUDA graph capture: start-up stays short for data stages, and the CPU backend has none.
-            enforce_eager=True,
-        )
-        self.tokenizer = self.llm.get_tokenizer()
-        self.capacity = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+            "enforce_eager": True,
+        }
+        self._before_start = before_start
+        self._llm: Any = None
+        self._start_lock = threading.Lock()
+        self.pids: set[int] = set()  # the engine's own processes (EngineCore, its worker), once started
+        self.tokenizer = get_tokenizer(model)
         self._template_override = chat_template
         self.chat_template = chat_template or getattr(self.tokenizer, "chat_template", None)
         self._lock = threading.Lock()  # one thread at a time enqueues or steps the engine
         self._turn = threading.Condition()  # steppers wait here while callers wait to enqueue
         self._enqueuing = 0
         self._waiting: dict[str, tuple[_Call, int]] = {}  # request id -> (its call, its slot)
+
+    @property
+    def started(self) -> bool:
+        return self._llm is not None
+
+    @property
+    def llm(self) -> Any:
+        """vLLM's `LLM`, started on first use (once, whichever thread asks first)."""
+        if self._llm is None:
+            with self._start_lock:
+                if self._llm is None:
+                    from vllm import LLM
+
+                    from seftgen.engines.residency import child_pids
+
+                    if self._before_start is not None:
+                        self._before_start()
+                    began, before = time.monotonic(), child_pids()
+                    llm = LLM(**self._settings)
+                    self.pids = child_pids() - before
+                    self.startup_s += time.monotonic() - began
+                    self._llm = llm
+        return self._llm
+
+    @property
+    def capacity(self) -> int | None:  # type: ignore[override]
+        """Sequences decoded together: the engine's own setting (it starts the engine)."""
+        return self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
 
     def context_errors(self, conversations: list[Messages], *, continue_final: bool = False) -> list[str | None]:
         """Per conversation: why it cannot run (its prompt fills the model's context), or None.
@@ -244,7 +282,7 @@ class VLLMEngine(Engine):
         return results
 
     def close(self) -> None:
-        llm = getattr(self, "llm", None)
+        llm, self._llm = self._llm, None
         if llm is not None and hasattr(llm, "llm_engine"):
             engine_core = getattr(llm.llm_engine, "engine_core", None)
             if engine_core is not None and hasattr(engine_core, "shutdown"):

@@ -7,6 +7,7 @@ manifest, and a progress bar.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -48,11 +49,15 @@ def run_batches(
     result = StageResult(store.root, resumed=len(store.done))
     if engine is not None:
         engine.bind(store)  # provider batches are recorded in this run's manifest
-    depth = in_flight(engine, batch_size)
+    batches = chunked(items, batch_size)
+    first = next(batches, None)
+    # A local engine starts on first use: with nothing left to do (a complete run), never.
+    depth = in_flight(engine, batch_size) if first is not None else 1
     started = engine.take_startup() if engine is not None else 0.0
     timing = {"engine_start_s": started, "generation_s": 0.0, "write_s": 0.0}
+    if first is not None:
+        batches = itertools.chain([first], batches)
     start = time.monotonic()
-    batches = chunked(items, batch_size)
     inflight: deque[_Batch[T]] = deque()
     with store, stage_progress(label, total) as bar:
         while True:
@@ -73,7 +78,10 @@ def run_batches(
                 store.add_totals(engine.take_usage())
             timing["write_s"] += time.monotonic() - wrote
             bar.advance(len(job.batch), sum(tokens_of(r) for r in rows))
-        wall = time.monotonic() - start
+        late = engine.take_startup() if engine is not None else 0.0  # started by a batch's call
+        timing["engine_start_s"] += late
+        timing["generation_s"] = max(0.0, timing["generation_s"] - late)
+        wall = time.monotonic() - start - late
         result.timing = {k: round(v, 2) for k, v in timing.items()} | {
             "wall_s": round(wall, 2),
             "rows_per_s": round(result.written / wall, 2) if wall > 0 else 0.0,

@@ -8,10 +8,12 @@ is one setting: `--axolotl PATH` (or `$SEFTGEN_AXOLOTL`), then `axolotl` on PATH
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,9 @@ def run_python(axolotl: Axolotl, code: str, payload: Any, timeout: float = 900, 
     return json.loads(proc.stdout.split(RESULT_MARK, 1)[1])
 
 
+# A validator that stays up: importing axolotl's config schema takes about 8 s here, and a round
+# validates one config per training step. It reads one JSON list of configs per line and answers
+# with the marker line and one JSON line of results.
 VALIDATE = f"""
 import copy, json, sys
 from axolotl.utils.config import validate_config
@@ -108,26 +113,101 @@ from axolotl.utils.schemas.config import AxolotlInputConfig
 from axolotl.utils.schemas.datasets import DPODataset, SFTDataset
 
 top = set(AxolotlInputConfig.model_fields) | {{f.alias for f in AxolotlInputConfig.model_fields.values() if f.alias}}
-results = []
-for cfg in json.load(sys.stdin):
+
+def check(cfg):
     # axolotl drops keys its schema does not name, silently: name them instead.
     unknown = [k for k in cfg if k not in top]
     model = DPODataset if cfg.get("rl") else SFTDataset
     for i, ds in enumerate(cfg.get("datasets") or []):
         unknown += [f"datasets[{{i}}].{{k}}" for k in ds if k not in model.model_fields]
     if unknown:
-        results.append("axolotl does not know " + ", ".join(unknown) + " (it would drop them silently)")
-        continue
+        return "axolotl does not know " + ", ".join(unknown) + " (it would drop them silently)"
     try:
         validate_config(DictDefault(copy.deepcopy(cfg)))
-        results.append(None)
     except Exception as exc:
-        results.append("axolotl rejects the config: " + " ".join(str(exc).split())[:800])
-print({RESULT_MARK!r})
-print(json.dumps(results))
+        return "axolotl rejects the config: " + " ".join(str(exc).split())[:800]
+    return None
+
+for line in sys.stdin:
+    results = [check(cfg) for cfg in json.loads(line)]
+    print({RESULT_MARK!r})
+    print(json.dumps(results), flush=True)
 """
 
 
-def validate_configs(axolotl: Axolotl, configs: list[dict[str, Any]]) -> list[str | None]:
-    """axolotl's own `validate_config` plus the unknown-key check, per config: None or the problem."""
-    return run_python(axolotl, VALIDATE, configs)
+class _Validator:
+    """One long-lived `python -c VALIDATE` in axolotl's environment (its output goes to a log file
+    but for the answers). It ends when seftgen does: stdin closes, and the watchdog covers a kill."""
+
+    def __init__(self, axolotl: Axolotl) -> None:
+        import tempfile
+
+        ensure_watchdog()
+        self.log = Path(tempfile.gettempdir()) / f"seftgen-validator-{os.getpid()}.log"
+        self._sink = self.log.open("ab")
+        self._buffer = b""
+        self.proc = subprocess.Popen(
+            [str(axolotl.python), "-u", "-c", VALIDATE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._sink,
+            bufsize=0,
+            env=axolotl_env(axolotl),
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def ask(self, configs: list[dict[str, Any]], timeout: float) -> list[str | None]:
+        import select
+
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write((json.dumps(configs) + "\n").encode())
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        marked = False
+        while True:  # axolotl prints on import: skip lines until the marker
+            while b"\n" not in self._buffer:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    self.close()
+                    raise UserError(f"axolotl's validator gave no answer in {timeout:.0f} s", file=self.log)
+                chunk = os.read(fd, 65536)  # unbuffered: select sees every byte not read yet
+                if not chunk:
+                    tail = " ".join(self.log.read_text(errors="replace").strip().splitlines()[-3:])[:600]
+                    raise UserError(f"axolotl's Python failed (exit {self.proc.wait()}): {tail}", file=self.log)
+                self._buffer += chunk
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            if marked:
+                return json.loads(line)
+            marked = line.decode(errors="replace").strip() == RESULT_MARK
+
+    def close(self) -> None:
+        if self.alive():
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._sink.close()
+
+
+_VALIDATORS: dict[Path, _Validator] = {}
+
+
+@atexit.register
+def close_validators() -> None:
+    for validator in _VALIDATORS.values():
+        validator.close()
+    _VALIDATORS.clear()
+
+
+def validate_configs(axolotl: Axolotl, configs: list[dict[str, Any]], timeout: float = 900) -> list[str | None]:
+    """axolotl's own `validate_config` plus the unknown-key check, per config: None or the problem.
+    The validator process is started once per axolotl and kept for the next call."""
+    validator = _VALIDATORS.get(axolotl.python)
+    if validator is None or not validator.alive():
+        validator = _VALIDATORS[axolotl.python] = _Validator(axolotl)
+    return validator.ask(configs, timeout)
