@@ -24,8 +24,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
 # On a GPU the session's engines share one device: the in-process engine, `vllm serve` (0.2) and a
 # round's own engines must add up to less than the whole (vLLM refuses an engine whose share
-# exceeds the free memory). On CPU the share is of ALL RAM and 0.3 is the default anyway.
-os.environ.setdefault("SEFTGEN_MEMORY_SHARE", "0.3")
+# exceeds the free memory). On CPU the share is of ALL RAM: 0.15 (3.5 GB of KV cache here, far more
+# than the tests' few short prompts need) lets a round's engines run beside the session's and the
+# server, so round tests use the session engine for the start model instead of starting another.
+os.environ.setdefault("SEFTGEN_MEMORY_SHARE", "0.15")
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_PROMPTS = REPO / "data" / "demo" / "prompts.jsonl"

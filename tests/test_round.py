@@ -20,13 +20,15 @@ needs_axolotl = pytest.mark.skipif(find_axolotl() is None, reason="needs axolotl
 
 
 def tiny(recipe: str, tmp_path: Path, **changes) -> Path:
-    """A shipped recipe cut down to a few prompts and tokens, with small engines."""
+    """A shipped recipe cut down to a few prompts and tokens, and two training steps. Its engines
+    are the session's (the demo model as the start policy, the test session's memory share)."""
     data = yaml.safe_load((REPO / "recipes" / f"{recipe}.yaml").read_text())
     # The first 10 demo prompts: the recipe's eval holds out 4 of them (prompt-id hash below 0.25);
     # the other 6 split 2/4 between the rounds (split_rounds), so both rounds get prompts.
     data["prompts"]["limit"] = 10
     data["sample"]["max_tokens"] = 16
-    data["engine"] = {"memory_share": 0.15}  # on CPU a share of ALL RAM; the session holds its own
+    for step in data["train"]:
+        step["set"] = {**step.get("set", {}), "max_steps": 2}  # after the preset's 4: the step count is not the point
     # 16-token samples all stop at max_tokens, and the untrained demo critic repeats itself: let
     # them train, as before the gates (which test_quality.py tests). The loop is tested here.
     data["quality"] = {"keep_truncated": True, "max_growth": 100.0, "max_repeated_ngrams": 1.0, "headings": False}
@@ -50,7 +52,7 @@ def test_two_seft_rounds_train_and_chain(engine, tmp_path: Path) -> None:
     two = json.loads((work / "round-2" / "round.json").read_text())
     reviser = one["models"]["reviser"]
     assert Path(reviser, "config.json").is_file() and one["training"]["reviser"]["losses"]
-    assert one["training"]["policy"]["steps"] == 4 and one["next_policy"] == one["models"]["policy"]
+    assert one["training"]["policy"]["steps"] == 2 and one["next_policy"] == one["models"]["policy"]
     assert all(c["validated"] for c in one["configs"])
     # Where the time went: each stage with its generation and writing, each training step.
     time = one["time"]
@@ -62,8 +64,11 @@ def test_two_seft_rounds_train_and_chain(engine, tmp_path: Path) -> None:
     assert (revised["model"] == reviser).all() and not (revised["reason_kind"] == "parse").any()
     assert set(revised["label"]) <= {"keep", "minor", "major"}
     assert json.loads(revised["params"][0])["constrained"] is True
-    # Round 2: sampled by round 1's policy, revised by the same (not retrained) reviser.
+    # Round 2: sampled by round 1's policy, revised by the same (not retrained) reviser. Round 1's
+    # evaluation left that policy's engine open, so round 2's sampling started none (the reviser's
+    # engine, closed for round 1's training, starts again).
     samples2 = read_run(work / "round-2" / "samples")
+    assert two["time"]["sample"]["engine_start_s"] == 0 < two["time"]["revise"]["engine_start_s"]
     assert two["policy"] == one["next_policy"] and (samples2["model"] == one["next_policy"]).all()
     assert two["models"]["reviser"] == reviser and "reviser" not in two["training"]
     assert Path(two["next_policy"], "config.json").is_file()

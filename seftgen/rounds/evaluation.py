@@ -15,9 +15,17 @@ from seftgen.rounds.recipe import Recipe, StageModel, engine_for, prompt_columns
 from seftgen.stages.sample import sample
 
 
-def evaluate_round(recipe: Recipe, work: Workdir, round_k: int, trained: str, keep: set[EngineSpec]) -> dict[str, Any]:
+def evaluate_round(
+    recipe: Recipe,
+    work: Workdir,
+    round_k: int,
+    trained: str,
+    keep: set[EngineSpec],
+    hand_over: bool = False,
+) -> dict[str, Any]:
     """Sample the eval prompts with the trained policy (and, once, with the starting policy), then
-    judge round K against round 0 and against round K-1 with one fixed judge."""
+    judge round K against round 0 and against round K-1 with one fixed judge. `keep`: engines not
+    to close; `hand_over`: keep the trained policy's too (the next round samples with it)."""
     ev = recipe.eval
     assert ev is not None
     start = recipe.policy
@@ -29,7 +37,7 @@ def evaluate_round(recipe: Recipe, work: Workdir, round_k: int, trained: str, ke
         limit, holdout = recipe.prompts.limit, Holdout(ev.holdout, heldout=True)
     params = SamplingConfig(n=1, temperature=ev.temperature, max_tokens=ev.max_tokens or recipe.sample.max_tokens)
 
-    def answers(model: str, k: int) -> None:
+    def answers(model: str, k: int) -> EngineSpec:
         spec = engine_for(recipe, StageModel(model=model), model)
         sample(
             source,
@@ -41,8 +49,10 @@ def evaluate_round(recipe: Recipe, work: Workdir, round_k: int, trained: str, ke
             holdout=holdout,
             max_prompts=ev.prompts,
         )
+        return spec
 
-    answers(trained, round_k)
+    trained_spec = answers(trained, round_k)
+    keep = keep | {trained_spec} if hand_over else keep
     release_engines(keep)  # the trained policy is done; the start model samples and judges next
     answers(start, 0)  # once: later rounds resume it
     judge_model = ev.judge.ref.resolve(policy=trained, start=start, models={}) or start

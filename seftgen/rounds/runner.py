@@ -133,13 +133,24 @@ def run_rounds(
     policy: str | None = None,
     options: RoundOptions | None = None,
 ) -> list[RoundResult]:
-    """Rounds in order; round K+1 starts from round K's trained policy. Stops at a blocked round."""
+    """Rounds in order; round K+1 starts from round K's trained policy. Stops at a blocked round.
+
+    Round K's evaluation leaves the engine of its trained policy open for round K+1, whose first
+    stage samples with that policy (one model start less per round); the residency policy still
+    closes it first where engines cannot share the devices. What the rounds opened is closed at
+    the end; the caller's own engines are left alone."""
     results = []
-    for k in rounds:
-        result = run_round(recipe, workdir, k, policy if k == rounds[0] else None, options=options)
-        results.append(result)
-        if result.blocked:
-            break
+    callers = cached_engines()
+    try:
+        for k in rounds:
+            last = k == rounds[-1]
+            first_policy = policy if k == rounds[0] else None
+            result = run_round(recipe, workdir, k, first_policy, options=options, callers=callers, hand_over=not last)
+            results.append(result)
+            if result.blocked:
+                break
+    finally:
+        release_engines(callers)
     return results
 
 
@@ -150,15 +161,28 @@ def run_round(
     policy: str | None = None,
     *,
     options: RoundOptions | None = None,
+    callers: set[EngineSpec] | None = None,
+    hand_over: bool = False,
 ) -> RoundResult:
-    return Round(recipe, Workdir.at(workdir), round_k, policy, options or RoundOptions()).run()
+    """One round. `callers`: engines the round must not close (default: all open when it starts).
+    `hand_over`: leave the trained policy's engine open for the next round (see `run_rounds`)."""
+    return Round(recipe, Workdir.at(workdir), round_k, policy, options or RoundOptions(), callers, hand_over).run()
 
 
 class Round:
     """One round of a recipe in a workdir: its phases share the round's state (models trained so
     far, the run folders written, the timings), and `run` calls them in order."""
 
-    def __init__(self, recipe: Recipe, work: Workdir, k: int, policy: str | None, options: RoundOptions) -> None:
+    def __init__(
+        self,
+        recipe: Recipe,
+        work: Workdir,
+        k: int,
+        policy: str | None,
+        options: RoundOptions,
+        callers: set[EngineSpec] | None = None,
+        hand_over: bool = False,
+    ) -> None:
         if k < 1:
             raise UserError("rounds start at 1", param="round_k")
         _check_steps(recipe)
@@ -177,7 +201,8 @@ class Round:
                 param="train",
                 hint="make train-env (.venv-train), `axolotl` PATH or $SEFTGEN_AXOLOTL",
             )
-        self.callers_engines = cached_engines()  # not ours to close
+        self.callers_engines = cached_engines() if callers is None else set(callers)  # not ours to close
+        self.hand_over = hand_over  # leave the trained policy's engine open for the next round
         self.began = time.monotonic()
 
     @property
@@ -405,7 +430,8 @@ class Round:
         assert trained is not None
         self.say(f"round {self.k}: evaluating {trained} on held-out prompts")
         result.eval = self.timed(
-            "eval", lambda: evaluate_round(self.recipe, self.work, self.k, trained, self.callers_engines)
+            "eval",
+            lambda: evaluate_round(self.recipe, self.work, self.k, trained, self.callers_engines, self.hand_over),
         )
 
     def finish(self) -> RoundResult:
