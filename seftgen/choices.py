@@ -83,6 +83,7 @@ class Stage(StrEnum):
     BUILD_REVISER_DATA = "build-reviser-data"
     BUILD_JSFT_DATA = "build-jsft-data"
     EVALUATE = "evaluate"
+    BENCHMARK = "benchmark"
 
 
 class Outcome(StrEnum):

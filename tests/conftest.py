@@ -88,6 +88,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self, timeout: float = 600) -> None:
+        from seftgen.devices import default_dtype
+
         cmd = [
             sys.executable,
             "-m",
@@ -101,7 +103,7 @@ class Server:
             "--port",
             str(self.port),
             "--dtype",
-            "bfloat16",
+            default_dtype(),  # what seftgen's own engines use here (float32 on CPUs without bf16)
             "--max-model-len",
             "2048",
             "--enforce-eager",

@@ -50,7 +50,7 @@ def cli_args(samples: Path, out: Path, standin: BatchStandIn) -> list[str]:
 
 def test_full_run_two_phases_at_batch_price(standin: BatchStandIn, sample_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "srt"
-    result = revise_srt(sample_run, out, batch_spec(standin, price_in=1.0, price_out=2.0), max_tokens=400)
+    result = revise_srt(sample_run, out, batch_spec(standin, price_in=1.0, price_out=2.0), max_tokens=200)
     df = read_run(out)
     assert result.ok, (result.failures, standin.upstream_errors)
     assert set(df.select("prompt_id", "sample_idx").iter_rows()) == sample_keys(sample_run)

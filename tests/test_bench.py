@@ -34,6 +34,7 @@ def check(out: dict, repeats: int = 1) -> None:
         ("judge", ["--prompts", "3", "--n", "2", "--sample-tokens", "8", "--batch-size", "2"]),
         ("best_of", ["--prompts", "3", "--n", "3", "--sample-tokens", "8", "--batch-size", "2"]),
         ("evaluate", ["--prompts", "3", "--sample-tokens", "8", "--batch-size", "2"]),
+        ("ifeval_bench", ["--prompts", "3", "--max-tokens", "8", "--batch-size", "2"]),
     ],
 )
 def test_model_benchmarks_run(engine, name: str, argv: list[str], capsys) -> None:
@@ -46,6 +47,8 @@ def test_model_benchmarks_run(engine, name: str, argv: list[str], capsys) -> Non
         assert out["workload"]["pairs"] == 3  # 3 prompts x 1 pair, both sides
     if name == "best_of":
         assert out["workload"]["judgments"] == 6  # 3 prompts x (3 - 1)
+    if name == "ifeval_bench":
+        assert out["workload"]["scoring_541_s"] > 0  # the figure docs/benchmarks.md reports
     if name == "evaluate":
         assert out["workload"]["pairs"] == 3 and out["target"] == 0.9  # 3 prompts, candidate vs baseline
 

@@ -12,6 +12,7 @@ from seftgen.cli import data, generate
 from seftgen.cli.options import ENGINE_OPTIONS
 from seftgen.defaults import defaults_of
 from seftgen.engines import EngineSpec
+from seftgen.evaluation.benchmark import run_benchmark
 from seftgen.evaluation.evaluate import evaluate
 from seftgen.rounds.recipe import CritiqueStage, EvalSection, JudgeStage, ReviseStage, SampleStage, SelfCritiqueStage
 from seftgen.stages import config
@@ -39,6 +40,7 @@ FUNCTIONS = [
     (best_of, config.TOURNAMENT, {}),
     (evaluate, config.EVALUATE, {}),
     (build_jsft_data, config.JSFT_DATA, {}),
+    (run_benchmark, config.BENCHMARK, {}),
 ]
 
 
@@ -59,6 +61,7 @@ CLI = [
     (generate.judge_cmd, defaults_of(config.JudgeConfig)),
     (generate.best_of_cmd, defaults_of(config.BestOfConfig) | {"tournament_seed": config.TOURNAMENT.seed}),
     (generate.evaluate_cmd, defaults_of(config.EvaluateConfig)),
+    (generate.benchmark_cmd, defaults_of(config.BenchmarkConfig)),
     (data.build_reviser_data_cmd, defaults_of(RevisionLabels) | {"template": config.REVISE.template}),
     (data.build_jsft_data_cmd, defaults_of(config.JsftDataConfig) | {"sft": config.JSFT_DATA.include_sft}),
 ]

@@ -14,11 +14,12 @@ from conftest import run_cli
 from rows import GOOD, PROMPT, WEAK, pairs, prov, revisions, write_run
 
 from seftgen.choices import Stage
+from seftgen.evaluation import ifeval
 from seftgen.evaluation.report import write_report
 from seftgen.evaluation.rounds import word_diff
 from seftgen.evaluation.stats import summarize
 from seftgen.export.release import build_release
-from seftgen.io.schema import EVALS, REVISIONS
+from seftgen.io.schema import EVALS, IFEVAL, REVISIONS
 from seftgen.io.store import RunStore, read_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -56,10 +57,39 @@ def _evals(path: Path, outcomes: list[str]) -> tuple[Path, dict]:
     return path, summary
 
 
+def _ifeval(path: Path, responses: list[str]) -> list[ifeval.Score]:
+    """An `ifeval` scores run of hand-written answers to one no-comma instruction, scored for real."""
+    case = ifeval.Item("1", "Answer without commas.", ("punctuation:no_comma",), ({},))
+    scores, rows = [], []
+    for i, response in enumerate(responses):
+        s = ifeval.score(case, response)
+        scores.append(ifeval.Score(str(i), s.instruction_ids, s.strict, s.loose))
+        rows.append(
+            {
+                "prompt_id": f"i{i}",
+                "messages": PROMPT,
+                "source_id": str(i),
+                "instruction_ids": list(case.instruction_ids),
+                "response": response,
+                "finish_reason": "stop",
+                "completion_tokens": 5,
+                "strict": list(s.strict),
+                "loose": list(s.loose),
+                "prompt_strict": s.prompt_strict,
+                "prompt_loose": s.prompt_loose,
+                "checker": "lm_eval",
+                "answers_run_id": "a",
+            }
+        )
+    write_run(path, IFEVAL, "benchmark", {}, rows)
+    return scores
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """Two rounds as `seftgen round` leaves them, from hand-written runs with known content."""
     work = tmp_path / "w"
+    start = _ifeval(work / "eval" / "round-0" / "benchmarks" / "ifeval" / "scores", ["One, two.", "No commas."])
     for k, outcomes in ((1, ["win", "loss", "tie", "win"]), (2, ["win", "win", "win", "tie"])):
         rdir = work / f"round-{k}"
         revised = revisions(rdir / "revised", "seft")
@@ -77,6 +107,17 @@ def workdir(tmp_path: Path) -> Path:
             },
             "eval": {"prompts": 4, "judge": "r0", "vs_start": summary, "runs": {"vs_start": str(ev)}},
         }
+        if k == 1:  # round 1 ran IFEval: both answers now follow the instruction
+            bench = rdir / "eval" / "benchmarks" / "ifeval"
+            scores = _ifeval(bench / "scores", ["Three four.", "Five six."])
+            plan["eval"]["benchmarks"] = {
+                "ifeval": {
+                    "round": ifeval.summarize(scores),
+                    "start": ifeval.summarize(start),
+                    "vs_start": ifeval.paired(scores, start),
+                    "run": str(bench),
+                }
+            }
         (rdir / "round.json").write_text(json.dumps(plan))
     return work
 
@@ -90,7 +131,7 @@ def test_word_diff_marks_changed_words_only() -> None:
 
 def test_report_files_are_self_contained(workdir: Path) -> None:
     made = write_report(workdir)
-    assert made.rounds == 2 and made.rows == 2 * (3 + 1 + 4)
+    assert made.rounds == 2 and made.rows == 2 * (3 + 1 + 4) + 2 + 2  # + IFEval: round 0's and round 1's
     assert made.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and made.png.stat().st_size > 20_000
     page = made.html.read_text()
     for remote in ("http://", "https://", 'src="//', "<link"):
@@ -131,8 +172,10 @@ def test_page_renders_rows_and_chart_in_chromium(workdir: Path, tmp_path: Path) 
     url = made.html.as_uri()
     profile = ["--user-data-dir=" + str(tmp_path / "profile")]
     dom = chromium(*profile, "--dump-dom", url)
-    assert 'data-rendered="16"' in dom and 'data-chart="loaded"' in dom
-    assert dom.count("<tr data-table=") == 16
+    assert 'data-rendered="20"' in dom and 'data-chart="loaded"' in dom
+    assert dom.count("<tr data-table=") == 20
+    assert "✗ punctuation:no_comma" in dom and "✓ punctuation:no_comma" in dom  # IFEval verdicts per answer
+    assert "prompt-level strict 1.0" in dom and "vs round 0 0.5" in dom  # round 1's benchmark line
     assert "<del>" in dom and "<ins>" in dom  # the word diff of a revision
     assert "injected" not in dom.split("<title>")[1].split("</title>")[0]
     assert "&lt;/script&gt;&lt;script&gt;" in dom  # the hostile text, shown as text
@@ -159,4 +202,7 @@ def test_card_embeds_round_numbers_and_the_chart(workdir: Path, tmp_path: Path) 
     assert "this round's trained policy vs round 0 (the starting policy): win rate 0.875" in card
     assert "evaluation (candidate vs baseline): win rate 0.875" in card
     assert "candidate longer: win rate 0.875 over 4 prompts" in card
+    one = build_release([workdir / "round-1" / "revised"], "o/d", tmp_path / "rel1")
+    card1 = (tmp_path / "rel1" / "README.md").read_text()
+    assert "ifeval of this round's trained policy: prompt-level strict 1.0" in card1 and one.configs
     assert {c.name for c in out.configs} == {"revisions_seft", "evals"}

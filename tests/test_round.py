@@ -42,7 +42,11 @@ def tiny(recipe: str, tmp_path: Path, **changes) -> Path:
 def test_two_seft_rounds_train_and_chain(engine, tmp_path: Path) -> None:
     """Round 1 trains the reviser, revises with it and trains the policy; round 2 samples with
     round 1's trained policy and reuses the reviser. Every row names the model that wrote it."""
-    recipe = tiny("seft", tmp_path, revise={"reviser": {"model": "train:reviser"}, "max_tokens": 48})
+    shipped_eval = yaml.safe_load((REPO / "recipes" / "seft.yaml").read_text())["eval"]
+    ifeval = {"benchmarks": ["ifeval"], "benchmark_prompts": 3, "benchmark_max_tokens": 16}
+    recipe = tiny(
+        "seft", tmp_path, revise={"reviser": {"model": "train:reviser"}, "max_tokens": 48}, eval=shipped_eval | ifeval
+    )
     work = tmp_path / "w"
     code = run_cli(
         "round", recipe, "--rounds", "1-2", "--train", "--preset", "cpu", "--workdir", work, "--base-dir", REPO
@@ -88,6 +92,15 @@ def test_two_seft_rounds_train_and_chain(engine, tmp_path: Path) -> None:
         assert set(evals["prompt_id"]) == eval_ids and (evals["model"] == one["eval"]["judge"]).all()
     assert (read_run(work / "round-2" / "eval" / "vs-previous")["baseline_model"] == one["next_policy"]).all()
     assert one["time"]["eval"]["total_s"] > 0
+    # IFEval on the same 3 prompts for round 0 (once), round 1 and round 2, compared prompt by prompt.
+    bench = work / "eval" / "round-0" / "benchmarks" / "ifeval" / "answers"
+    assert (read_run(bench)["model"] != one["next_policy"]).all()
+    for plan in (one, two):
+        result = plan["eval"]["benchmarks"]["ifeval"]
+        assert result["round"]["prompts"] == result["start"]["prompts"] == result["vs_start"]["prompts"] == 3
+        assert (read_run(Path(result["run"]) / "answers")["model"] == plan["next_policy"]).all()
+    assert "vs_previous" not in one["eval"]["benchmarks"]["ifeval"]
+    assert two["eval"]["benchmarks"]["ifeval"]["vs_previous"]["prompts"] == 3
     # A rerun skips what is done: no stage writes rows, no step trains again.
     assert run_cli("round", recipe, "-k", "2", "--train", "--preset", "cpu", "--workdir", work, "--base-dir", REPO) == 0
     again = json.loads((work / "round-2" / "round.json").read_text())
@@ -129,12 +142,12 @@ def test_srt_stage2_comes_from_the_stage1_model_on_new_prompts(server, engine, t
     recipe = tiny(
         "srt",
         tmp_path,
-        critique={"critic": critic, "max_tokens": 400},
+        critique={"critic": critic, "max_tokens": 200},  # the feedback takes under 80 tokens
         self_critique={
             "model": {"model": "train:stage1"},
             "split": 0.5,
             "sample": {"n": 2, "temperature": 0.7, "max_tokens": 16},
-            "max_tokens": 300,
+            "max_tokens": 200,
         },
         eval=None,
     )

@@ -62,7 +62,7 @@ def test_revise_self_with_a_real_model(engine, sample_run: Path, tmp_path: Path)
     """The demo model as 'stage-1 model': constrained, every reply parses; a row is kept exactly
     when its refinement scored strictly higher, in separate calls."""
     out = tmp_path / "self"
-    result = revise_self(sample_run, out, engine, max_tokens=300)
+    result = revise_self(sample_run, out, engine, max_tokens=200)
     df = read_run(out)
     assert result.ok and df.height == 9 and (df["method"] == "srt-self").all()
     assert json.loads(df["params"][0])["critic"]["constrained"] is True

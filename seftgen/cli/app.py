@@ -35,7 +35,7 @@ for module in (generate, data, export, admin):
     module.register(app)
 
 # Commands that run models or axolotl: their tools' chatter goes to a log file unless --verbose.
-NOISY = {"sample", "revise", "judge", "best-of", "evaluate", "round", "validate", "export-axolotl"}
+NOISY = {"sample", "revise", "judge", "best-of", "evaluate", "benchmark", "round", "validate", "export-axolotl"}
 
 
 @app.callback()

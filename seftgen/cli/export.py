@@ -206,6 +206,10 @@ def round_report(result) -> None:
         for name in ("vs_start", "vs_previous"):
             if name in result.eval:
                 console.print(f"  [green]✓[/] eval {name.replace('_', ' ')}: {headline(result.eval[name])}")
+        from seftgen.evaluation.ifeval import round_headline
+
+        for name, bench in (result.eval.get("benchmarks") or {}).items():
+            console.print(f"  [green]✓[/] {name}: {round_headline(bench)}")
     time_report(result)
     console.print(f"  plan: {result.dir / PLAN}")
 

@@ -1,4 +1,4 @@
-"""Commands that run a model: sample, revise, judge, best-of, evaluate."""
+"""Commands that run a model: sample, revise, judge, best-of, evaluate, benchmark."""
 
 from __future__ import annotations
 
@@ -34,11 +34,13 @@ from seftgen.console import console
 from seftgen.engines import EngineSpec
 from seftgen.engines.openai_batch import BATCH_ROWS
 from seftgen.errors import UserError
+from seftgen.evaluation import ifeval
+from seftgen.evaluation.benchmark import BENCHMARKS, OFFICIAL_FILE, run_benchmark
 from seftgen.evaluation.evaluate import evaluate
 from seftgen.evaluation.stats import headline
 from seftgen.io.readers import PromptColumns
 from seftgen.io.store import Shard
-from seftgen.stages.config import CRITIQUE, EVALUATE, JUDGE, REVISE, SAMPLE, TOURNAMENT
+from seftgen.stages.config import BENCHMARK, CRITIQUE, EVALUATE, JUDGE, REVISE, SAMPLE, TOURNAMENT
 from seftgen.stages.judge import best_of, judge_pairs
 from seftgen.stages.revise import SRT_BATCH_SIZE, revise_seft, revise_self, revise_srt
 from seftgen.stages.sample import sample
@@ -394,7 +396,40 @@ def evaluate_cmd(
     console.print(f"  [bold]{headline(result.summary)}[/]")
 
 
+@with_engine_options
+def benchmark_cmd(
+    name: Annotated[str, typer.Argument(help=f"The benchmark: {', '.join(BENCHMARKS)}.")],
+    out: OutOpt,
+    limit: LimitOpt = None,
+    max_tokens: MaxTokensOpt = BENCHMARK.max_tokens,
+    batch_size: BatchSizeOpt = BENCHMARK.batch_size,
+    resume: ResumeOpt = True,
+    *,
+    spec: EngineSpec,
+) -> None:
+    """Answer a benchmark's prompts with [bold]--model[/] (greedy), then score the answers.
+
+    [bold]ifeval[/]: the 541 IFEval prompts, scored offline by the benchmark's own checkers
+    (lm-evaluation-harness's `ifeval`): prompt-level and instruction-level accuracy, strict and
+    loose, with a 95% bootstrap interval and accuracy per instruction. OUT holds the answers (a
+    `samples` run: a rerun resumes it), the scores (an `ifeval` run) and the answers in the
+    official harness's input format (ifeval_responses.jsonl). Data and checkers come from PyPI
+    wheels; nothing else is fetched.
+
+    [bold]Example[/]
+
+      seftgen benchmark ifeval -m runs/seft/round-2/policy/merged -o runs/seft/ifeval-r2
+    """
+    result = run_benchmark(name, out, spec, limit=limit, max_tokens=max_tokens, batch_size=batch_size, resume=resume)
+    report(result.answers, f"{name} answers")  # failed rows: exit 1, rerun to retry them
+    assert result.summary is not None
+    console.print(f"[green]✓[/] scored {result.scored} new answers → {out / 'scores'}")
+    console.print(f"  [bold]{ifeval.headline(result.summary)}[/]")
+    console.print(f"  official format: {out / OFFICIAL_FILE}")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("benchmark")(benchmark_cmd)
     app.command("sample")(sample_cmd)
     app.command("revise")(revise_cmd)
     app.command("judge")(judge_cmd)

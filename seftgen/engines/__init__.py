@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from seftgen.choices import EngineKind
+from seftgen.devices import default_dtype
 from seftgen.engines import residency
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
 from seftgen.errors import UserError
@@ -37,7 +38,7 @@ class EngineSpec:
     model: str = "demo"
     kind: EngineKind = EngineKind.VLLM
     # vLLM
-    dtype: str = "bfloat16"
+    dtype: str | None = None  # None: the platform's (devices.default_dtype: auto on GPUs; bf16 or fp32 on CPUs)
     head_dtype: str | None = None  # lm_head (logits) dtype; "float32": fine-grained judge probabilities
     max_model_len: int = 2048
     memory_share: float | None = None  # None: 0.9 with CUDA, 0.3 on CPU (see default_memory_share)
@@ -104,12 +105,20 @@ def _read_template(path: str | None) -> str | None:
     return file.read_text()
 
 
+def resolved(spec: EngineSpec) -> EngineSpec:
+    """The spec as the engine cache keys it: 'demo', a relative path and a symlink to the same
+    folder are one model, and an unset dtype is the platform's, so they are one engine."""
+    if spec.kind not in (EngineKind.VLLM, EngineKind.RAY):
+        return spec
+    # Ray actors may run on other machines (GPU nodes under a CPU head): there vLLM chooses.
+    dtype = spec.dtype or (default_dtype() if spec.kind == EngineKind.VLLM else "auto")
+    return replace(spec, model=resolve_model(spec.model), dtype=dtype)
+
+
 def get_engine(spec: EngineSpec) -> Engine:
     if spec.batch_api and spec.kind != EngineKind.OPENAI:
         raise UserError("the Batch API is for API engines: set `engine` openai and `base_url`", param="batch_api")
-    if spec.kind in (EngineKind.VLLM, EngineKind.RAY):
-        # 'demo', a relative path and a symlink to the same folder are one model: one engine.
-        spec = replace(spec, model=resolve_model(spec.model))
+    spec = resolved(spec)
     if spec in _CACHE:
         return _CACHE[spec]
     ensure_watchdog()  # engine processes (vLLM's EngineCore, Ray) must not outlive this one
@@ -186,6 +195,7 @@ def cached_engines() -> set[EngineSpec]:
 def release_engines(keep: set[EngineSpec] | frozenset[EngineSpec] = frozenset()) -> None:
     """Close cached engines except `keep` (a round frees what it opened before training, which
     needs the memory, and leaves engines its caller opened alone)."""
+    keep = {resolved(s) for s in keep}
     for spec in [s for s in _CACHE if s not in keep]:
         _CACHE.pop(spec).close()
     import gc

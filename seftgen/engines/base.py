@@ -156,6 +156,12 @@ class Engine(ABC):
         """Raise a UserError unless each candidate is a single token of this model; engines
         that hold the tokenizer check it before any work starts (an API cannot be asked)."""
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The engine's settings with the platform's defaults resolved (the manifest records them
+        per attempt, so a run shows what dtype, context and memory share it ran with)."""
+        return {}
+
     def bind(self, journal: BatchJournal) -> None:  # noqa: B027 - optional hook
         """The run folder this engine's next calls belong to (the stage runner binds it); engines
         that submit provider batches record them there."""

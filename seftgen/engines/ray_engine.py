@@ -29,7 +29,7 @@ class RayEngine(Engine):
         address: str | None = None,
         replicas: int = 1,
         batch_size: int = 64,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         head_dtype: str | None = None,
         max_model_len: int = 2048,
         memory_share: float | None = None,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seftgen.choices import EngineKind
-from seftgen.devices import accelerator
+from seftgen.devices import accelerator, default_dtype
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
 from seftgen.errors import UserError
 
@@ -67,7 +67,7 @@ class VLLMEngine(Engine):
         self,
         model: str,
         *,
-        dtype: str = "bfloat16",
+        dtype: str | None = None,
         head_dtype: str | None = None,
         max_model_len: int = 2048,
         memory_share: float | None = None,
@@ -90,7 +90,7 @@ class VLLMEngine(Engine):
         self.max_model_len = max_model_len
         self._settings: dict[str, Any] = {
             "model": model,
-            "dtype": dtype,
+            "dtype": dtype or default_dtype(),  # the platform's: fp32 on CPUs without bf16 instructions
             "max_model_len": max_model_len,
             "gpu_memory_utilization": memory_share or default_memory_share(),
             "tensor_parallel_size": tensor_parallel_size,
@@ -112,6 +112,10 @@ class VLLMEngine(Engine):
         self._turn = threading.Condition()  # steppers wait here while callers wait to enqueue
         self._enqueuing = 0
         self._waiting: dict[str, tuple[_Call, int]] = {}  # request id -> (its call, its slot)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {k: v for k, v in self._settings.items() if k != "model"} | {"device": accelerator()}
 
     @property
     def started(self) -> bool:

@@ -46,7 +46,7 @@ def draw(work: RoundsView, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rounds = [r.round for r in work.rounds]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    fig, axes = plt.subplots(2, 3, figsize=(17, 8), constrained_layout=True)
     fig.suptitle(f"seftgen rounds: {work.root.name}")
 
     ax = axes[0][0]
@@ -103,15 +103,43 @@ def draw(work: RoundsView, path: Path) -> Path:
     if series:
         ax.legend(fontsize="small")
 
+    _benchmark_panel(axes[0][2], work, "ifeval")
+    axes[1][2].axis("off")
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
+def _benchmark_panel(ax: Any, work: RoundsView, name: str) -> None:
+    """A benchmark's accuracy per round, round 0 (the starting policy) included, with 95% intervals."""
+    results = [(r.round, b) for r in work.rounds if (b := r.benchmark(name))]
+    if results:
+        points = [(0, results[0][1]["start"])] + [(k, b["round"]) for k, b in results]
+        for mode, marker in (("strict", "o"), ("loose", "s")):
+            ys = [s[f"prompt_{mode}"] for _, s in points]
+            bounds = [s[f"prompt_{mode}_ci95"] for _, s in points]
+            err = [
+                [y - b[0] for y, b in zip(ys, bounds, strict=True)],
+                [b[1] - y for y, b in zip(ys, bounds, strict=True)],
+            ]
+            ax.errorbar([k for k, _ in points], ys, yerr=err, marker=marker, capsize=4, label=f"prompt-level {mode}")
+        ax.set_xticks([k for k, _ in points])
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.6, f"no {name} yet (recipe eval.benchmarks)", ha="center", transform=ax.transAxes)
+    ax.set(title=f"{name} of the trained policy (95% CI; 0 = start)", xlabel="round", ylabel="accuracy", ylim=(0, 1))
+
+
 def figure_numbers(work: RoundsView) -> list[dict[str, Any]]:
     """The numbers the figure plots, per round (for the page's summary table and the card)."""
     return [
-        {"round": r.round, "vs_start": r.eval_summary("vs_start"), "vs_previous": r.eval_summary("vs_previous")}
+        {
+            "round": r.round,
+            "vs_start": r.eval_summary("vs_start"),
+            "vs_previous": r.eval_summary("vs_previous"),
+            "benchmarks": (r.plan.eval or {}).get("benchmarks") or {},
+        }
         for r in work.rounds
     ]

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from seftgen.evaluation.ifeval import round_headline
 from seftgen.evaluation.stats import headline
 
 _HERE = Path(__file__).parent  # report.css and report.js ship beside this module
@@ -25,9 +26,14 @@ def write_page(
     path: Path, title: str, rows: list[dict[str, Any]], numbers: list[dict[str, Any]], png: Path | None
 ) -> Path:
     """The page, written to `path`: the evaluation table, the chart, and the rows to browse."""
+
+    def benchmarks(n: dict[str, Any]) -> str:
+        return "; ".join(f"{name}: {round_headline(b)}" for name, b in n["benchmarks"].items()) or "-"
+
     summary = "".join(
         f"<tr><td>{n['round']}</td><td>{html.escape(headline(n['vs_start']) if n['vs_start'] else '-')}</td>"
-        f"<td>{html.escape(headline(n['vs_previous']) if n['vs_previous'] else '-')}</td></tr>"
+        f"<td>{html.escape(headline(n['vs_previous']) if n['vs_previous'] else '-')}</td>"
+        f"<td>{html.escape(benchmarks(n))}</td></tr>"
         for n in numbers
     )
     chart = ""
@@ -42,7 +48,8 @@ def write_page(
 <body>
 <h1>{html.escape(title)}</h1>
 <h2>Evaluation per round</h2>
-<table id="summary"><thead><tr><th>round</th><th>vs round 0</th><th>vs previous round</th></tr></thead>
+<table id="summary"><thead>
+<tr><th>round</th><th>vs round 0</th><th>vs previous round</th><th>benchmarks</th></tr></thead>
 <tbody>{summary}</tbody></table>
 {chart}
 <h2>Rows</h2>

@@ -37,6 +37,10 @@ function cell(r) {
   return td;
 }
 function numbers(r) {
+  // A benchmark answer: each instruction with its strict verdict (and the loose one where they differ).
+  if (r.checks) {
+    return r.checks.map(([id, strict, loose]) => (strict ? '✓ ' : '✗ ') + id + (strict !== loose ? ' (loose ' + (loose ? '✓' : '✗') + ')' : '')).join('; ');
+  }
   if (r.probs) return 'P(A first) ' + fmt(r.probs[0]) + ' / P(A second) ' + fmt(r.probs[1]);
   if (r.scores && r.scores.some(s => s !== null)) {
     return 'critic ' + r.scores[0] + ', original ' + r.scores[1] + ', refined ' + r.scores[2];

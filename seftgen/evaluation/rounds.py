@@ -33,6 +33,10 @@ class RoundView:
         summary = (self.plan.eval or {}).get(name)
         return summary if summary and "win_rate" in summary else None
 
+    def benchmark(self, name: str) -> dict[str, Any] | None:
+        """The round's result on a benchmark (`round`, `start`, `vs_start`, ...), if it ran one."""
+        return ((self.plan.eval or {}).get("benchmarks") or {}).get(name)
+
 
 @dataclass
 class RoundsView:
@@ -134,4 +138,33 @@ def browse_rows(work: RoundsView) -> list[dict[str, Any]]:
                         "winner": {"win": "first", "loss": "second"}.get(r["outcome"] or ""),
                     }
                 )
+    out += _benchmark_rows(work)
+    return out
+
+
+def _benchmark_rows(work: RoundsView) -> list[dict[str, Any]]:
+    """Each benchmark answer (round 0's once, then each round's) with its verdict per instruction."""
+    workdir = Workdir.at(work.root)
+    runs: dict[tuple[int, str], Path] = {}
+    for rnd in work.rounds:
+        for name in (rnd.plan.eval or {}).get("benchmarks") or {}:
+            runs.setdefault((0, name), workdir.benchmark_dir(0, name) / "scores")
+            runs[(rnd.round, name)] = workdir.benchmark_dir(rnd.round, name) / "scores"
+    out: list[dict[str, Any]] = []
+    for (k, name), run in sorted(runs.items()):
+        df = _rows(run)
+        for r in df.iter_rows(named=True) if df is not None else ():
+            out.append(
+                {
+                    "round": k,
+                    "table": name,
+                    "prompt_id": r["prompt_id"],
+                    "prompt": _text(r["messages"]),
+                    "kept": None,
+                    "reason": None,
+                    "label": "pass" if r["prompt_strict"] else "fail",
+                    "original": r["response"],
+                    "checks": [list(c) for c in zip(r["instruction_ids"], r["strict"], r["loose"], strict=True)],
+                }
+            )
     return out

@@ -39,18 +39,27 @@ def win_rate(outcomes: Sequence[str]) -> float | None:
     return sum(POINTS[Outcome(o)] for o in outcomes) / len(outcomes)
 
 
-def bootstrap_interval(
-    outcomes: Sequence[str], *, level: float = 0.95, resamples: int = 2000, seed: int = 0
+def mean_interval(
+    values: Sequence[float], *, level: float = 0.95, resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of the win rate (seeded: the same rows give the same interval)."""
-    if not outcomes:
+    """Percentile bootstrap interval of the mean of `values` (seeded: the same values give the
+    same interval). Paired differences give a paired bootstrap."""
+    if not len(values):
         return None
-    points = np.array([POINTS[Outcome(o)] for o in outcomes])
+    points = np.asarray(values, dtype=float)
     rng = np.random.default_rng(seed)
     means = points[rng.integers(0, len(points), size=(resamples, len(points)))].mean(axis=1)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def bootstrap_interval(
+    outcomes: Sequence[str], *, level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the win rate (seeded: the same rows give the same interval)."""
+    points = [POINTS[Outcome(o)] for o in outcomes]
+    return mean_interval(points, level=level, resamples=resamples, seed=seed)
 
 
 def length_bucket(candidate_tokens: int, baseline_tokens: int) -> str:

@@ -55,6 +55,7 @@ class Attempt:
     error: str | None = None  # why an interrupted attempt stopped
     totals: dict[str, float] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)  # where the attempt's time went
+    engine: dict[str, Any] = field(default_factory=dict)  # the settings the engine ran with (dtype, ...)
 
     @property
     def abandoned(self) -> bool:
@@ -157,10 +158,11 @@ MANIFEST_DOCS: dict[str, str] = {
     "status": "Run state: " + ", ".join(f"`{s}`" for s in RunStatus) + ".",
     "rows": "Rows written so far.",
     "attempts": "One entry per invocation: started_at, resumed_rows, pid, host, pid_start, finished_at, status, "
-    "error, totals, timing. An attempt left `running` by a process that is gone reads as `interrupted`. "
+    "error, totals, timing, engine. An attempt left `running` by a process that is gone reads as `interrupted`. "
     "`timing` (seconds): `engine_start_s` (loading the model, when this stage loaded it), `wall_s` (the "
     "batches, first to last), `generation_s` (waiting for the engine's results, parsing included), `write_s` "
-    "(Parquet parts and manifest), and `rows_per_s`.",
+    "(Parquet parts and manifest), and `rows_per_s`. `engine`: a local engine's settings with the platform's "
+    "defaults resolved (`dtype`, `max_model_len`, `gpu_memory_utilization`, `enforce_eager`, `device`, ...).",
     "totals": "Counters over every attempt: requests, retries, failures, prompt/completion tokens, cost_usd.",
     "summary": "The stage's summary (kept, labels, reasons rows were not kept, scores, consistency).",
     "failures": "Rows that failed on the engine side in the last attempt (not written; a rerun retries them).",

@@ -221,7 +221,35 @@ EVALS = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (SAMPLES, REVISIONS, PAIRS, BEST_OF, SFT, EVALS)}
+IFEVAL = Table(
+    "ifeval",
+    "IFEval: one row per answered prompt, with the benchmark's own strict and loose verdicts per instruction.",
+    ("prompt_id",),
+    (
+        *_PROMPT,
+        Column(
+            "instruction_ids",
+            pl.List(pl.String),
+            "The prompt's instructions (IFEval ids: `punctuation:no_comma`, ...).",
+        ),
+        Column("response", pl.String, "The answer that was scored (its sample in the answers run)."),
+        Column("finish_reason", pl.String, "The answer's finish reason (`length`: cut at max_tokens, still scored)."),
+        Column("completion_tokens", pl.Int32, "Tokens of the answer."),
+        Column("strict", pl.List(pl.Boolean), "Per instruction, in order: followed, by the strict check."),
+        Column(
+            "loose",
+            pl.List(pl.Boolean),
+            "Per instruction: followed, by the loose check (also without `*`, first or last line).",
+        ),
+        Column("prompt_strict", pl.Boolean, "Every instruction followed (strict): the prompt-level score."),
+        Column("prompt_loose", pl.Boolean, "Every instruction followed (loose)."),
+        Column("checker", pl.String, "The checkers that scored it (`lm_eval <version> ifeval`)."),
+        Column("answers_run_id", pl.String, "Run id of the answers (samples) run."),
+        *PROVENANCE,
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (SAMPLES, REVISIONS, PAIRS, BEST_OF, SFT, EVALS, IFEVAL)}
 
 
 def schema_markdown() -> str:

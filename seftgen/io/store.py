@@ -269,6 +269,10 @@ class RunStore:
         """Where this attempt's time went (see the manifest docs); saved with the next write."""
         self._attempt.timing = timing
 
+    def set_engine(self, settings: dict[str, Any]) -> None:
+        """The settings this attempt's engine ran with, defaults resolved; saved with the next write."""
+        self._attempt.engine = settings
+
     def finish(
         self,
         summary: dict[str, Any] | None = None,

@@ -1,5 +1,7 @@
 """A trained round's held-out evaluation: its policy's answers judged against round 0's (the
-starting policy, answered once and reused by every round) and against round K-1's."""
+starting policy, answered once and reused by every round) and against round K-1's; and the
+recipe's benchmarks (`eval.benchmarks`), each run while that model's engine is up and compared
+with round 0 (and round K-1) prompt by prompt."""
 
 from __future__ import annotations
 
@@ -7,6 +9,9 @@ from typing import Any
 
 from seftgen.engines import EngineSpec, release_engines
 from seftgen.engines.base import SamplingConfig
+from seftgen.errors import UserError
+from seftgen.evaluation import ifeval
+from seftgen.evaluation.benchmark import run_benchmark, scores_of
 from seftgen.evaluation.evaluate import evaluate
 from seftgen.io.readers import PromptColumns
 from seftgen.io.store import Holdout, load_manifest
@@ -51,10 +56,20 @@ def evaluate_round(
         )
         return spec
 
+    def benchmarks(spec: EngineSpec, k: int) -> None:
+        for name in ev.benchmarks:
+            run = run_benchmark(
+                name, work.benchmark_dir(k, name), spec, limit=ev.benchmark_prompts, max_tokens=ev.benchmark_max_tokens
+            )
+            if not run.ok:
+                raise UserError(f"benchmark {name} of round {k} has failed answers: rerun the round to retry them")
+
     trained_spec = answers(trained, round_k)
+    benchmarks(trained_spec, round_k)
     keep = keep | {trained_spec} if hand_over else keep
     release_engines(keep)  # the trained policy is done; the start model samples and judges next
-    answers(start, 0)  # once: later rounds resume it
+    start_spec = answers(start, 0)  # once: later rounds resume it
+    benchmarks(start_spec, 0)
     judge_model = ev.judge.ref.resolve(policy=trained, start=start, models={}) or start
     judge = engine_for(recipe, ev.judge, judge_model)
     out: dict[str, Any] = {"prompts": load_manifest(work.eval_samples(0)).rows, "judge": judge.model, "runs": {}}
@@ -80,6 +95,22 @@ def evaluate_round(
         out["runs"][name] = str(run)
         out["judge"] = load_manifest(run).config["model"]  # the resolved model, as its rows name it
     release_engines(keep)
+    if ev.benchmarks:
+        out["benchmarks"] = {name: benchmark_summary(work, name, round_k) for name in ev.benchmarks}
+    return out
+
+
+def benchmark_summary(work: Workdir, name: str, round_k: int) -> dict[str, Any]:
+    """Round K's scores on a benchmark, round 0's, and K against 0 and against K-1, paired."""
+    scores = {k: scores_of(work.benchmark_dir(k, name) / "scores") for k in {0, round_k - 1, round_k}}
+    out: dict[str, Any] = {
+        "round": ifeval.summarize(scores[round_k]),
+        "start": ifeval.summarize(scores[0]),
+        "vs_start": ifeval.paired(scores[round_k], scores[0]),
+        "run": str(work.benchmark_dir(round_k, name)),
+    }
+    if round_k > 1 and scores[round_k - 1]:
+        out["vs_previous"] = ifeval.paired(scores[round_k], scores[round_k - 1])
     return out
 
 

@@ -23,7 +23,7 @@ from seftgen.io.readers import PromptColumns
 from seftgen.io.store import Holdout, Shard
 from seftgen.resources import resource_dir
 from seftgen.rounds.refs import ModelRef
-from seftgen.stages.config import CRITIQUE, EVALUATE, JUDGE, REVISE, SAMPLE, SELF_CRITIQUE
+from seftgen.stages.config import BENCHMARK, CRITIQUE, EVALUATE, JUDGE, REVISE, SAMPLE, SELF_CRITIQUE
 from seftgen.stages.quality import GATES, QualityGates
 
 
@@ -177,6 +177,15 @@ class EvalSection(_Strict):
     template: str = EVALUATE.template
     verdict: Verdict = EVALUATE.verdict
     tie_margin: float = Field(EVALUATE.tie_margin, ge=0, le=1)
+    benchmarks: list[Literal["ifeval"]] = Field(
+        default_factory=list,
+        description="Benchmarks for the trained policy after each round, and once for round 0 (`ifeval`: "
+        "offline, the benchmark's own checkers), each compared with round 0 prompt by prompt.",
+    )
+    benchmark_prompts: int | None = Field(
+        None, ge=1, description="The first N prompts of each benchmark (one fixed subset for every round); default all."
+    )
+    benchmark_max_tokens: int = Field(BENCHMARK.max_tokens, ge=1, description="Answer length for the benchmarks.")
 
 
 class TrainStep(_Strict):

@@ -143,6 +143,19 @@ class JsftDataConfig:
     include_sft: bool = True
 
 
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """`benchmark`: the model answers a benchmark's prompts, which are then scored.
+
+    Fields:
+        max_tokens: answer length (1280, as lm-evaluation-harness generates for IFEval).
+        batch_size: prompts per engine call and per part file.
+    """
+
+    max_tokens: int = 1280
+    batch_size: int = 256
+
+
 SAMPLE = SampleConfig()
 REVISE = ReviseConfig()
 CRITIQUE = CritiqueConfig()
@@ -150,6 +163,7 @@ SELF_CRITIQUE = SelfCritiqueConfig()
 JUDGE = JudgeConfig()
 TOURNAMENT = BestOfConfig()
 EVALUATE = EvaluateConfig()
+BENCHMARK = BenchmarkConfig()
 JSFT_DATA = JsftDataConfig()
 
 __all__ = [

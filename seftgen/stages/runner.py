@@ -87,6 +87,8 @@ def run_batches(
             "rows_per_s": round(result.written / wall, 2) if wall > 0 else 0.0,
         }
         store.set_timing(result.timing)
+        if engine is not None:
+            store.set_engine(engine.settings)
     return result
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from seftgen.errors import UserError
+from seftgen.models import cache_dir
 from seftgen.watchdog import ensure_watchdog
 
 ENV_VAR = "SEFTGEN_AXOLOTL"
@@ -140,10 +141,9 @@ class _Validator:
     but for the answers). It ends when seftgen does: stdin closes, and the watchdog covers a kill."""
 
     def __init__(self, axolotl: Axolotl) -> None:
-        import tempfile
-
         ensure_watchdog()
-        self.log = Path(tempfile.gettempdir()) / f"seftgen-validator-{os.getpid()}.log"
+        self.log = cache_dir() / "logs" / f"axolotl-validator-{os.getpid()}.log"  # beside the CLI's tool logs
+        self.log.parent.mkdir(parents=True, exist_ok=True)
         self._sink = self.log.open("ab")
         self._buffer = b""
         self.proc = subprocess.Popen(
