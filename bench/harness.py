@@ -46,6 +46,16 @@ def alternate(
     return raw_rates, our_rates
 
 
+def raw_chat(engine: Any, conversations: list[Any], params: Any) -> Callable[[], float]:
+    """The raw side of a generation benchmark: one `LLM.chat` call; returns the tokens generated."""
+
+    def raw() -> float:
+        outs = engine.llm.chat(conversations, params, use_tqdm=False)
+        return sum(len(c.token_ids) for o in outs for c in o.outputs)
+
+    return raw
+
+
 def cold(engine: Any) -> Callable[[], Any]:
     """Empty vLLM's prefix cache before a run. Each side sends the same prompts again, and a
     stage meets each row once: without this every run after the first skips the prefill that

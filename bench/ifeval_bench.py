@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import add_common, alternate, cold, engine_from_args, quiet, result
+from harness import add_common, alternate, cold, engine_from_args, quiet, raw_chat, result
 
 
 def main(argv: list[str] | None = None, engine: Any = None) -> dict[str, Any]:
@@ -46,9 +46,7 @@ def main(argv: list[str] | None = None, engine: Any = None) -> dict[str, Any]:
     raw_params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
     engine.llm.chat(conversations[:2], raw_params, use_tqdm=False)  # warm-up
 
-    def raw() -> float:
-        outs = engine.llm.chat(conversations, raw_params, use_tqdm=False)
-        return sum(len(c.token_ids) for o in outs for c in o.outputs)
+    raw = raw_chat(engine, conversations, raw_params)
 
     def ours() -> float:
         with tempfile.TemporaryDirectory() as tmp:

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness import add_common, alternate, cold, demo_samples, engine_from_args, quiet, result
+from harness import add_common, alternate, cold, demo_samples, engine_from_args, quiet, raw_chat, result
 
 
 def main(argv: list[str] | None = None, engine: Any = None) -> dict[str, Any]:
@@ -61,9 +61,7 @@ def main(argv: list[str] | None = None, engine: Any = None) -> dict[str, Any]:
     )
     runs = iter(range(args.repeats))
 
-    def raw() -> float:
-        outs = engine.llm.chat(conversations, raw_params, use_tqdm=False)
-        return sum(len(c.token_ids) for o in outs for c in o.outputs)
+    raw = raw_chat(engine, conversations, raw_params)
 
     def ours() -> float:
         out = Path(tmp.name) / f"revised-{next(runs)}"

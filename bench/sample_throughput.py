@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness import PROMPTS, add_common, alternate, cold, engine_from_args, quiet, result
+from harness import PROMPTS, add_common, alternate, cold, engine_from_args, quiet, raw_chat, result
 
 
 def main(argv: list[str] | None = None, engine: Any = None) -> dict[str, Any]:
@@ -41,9 +41,7 @@ def main(argv: list[str] | None = None, engine: Any = None) -> dict[str, Any]:
     raw_params = SamplingParams(n=args.n, temperature=1.0, top_p=0.9, max_tokens=args.max_tokens)
     engine.llm.chat(conversations[:2], raw_params, use_tqdm=False)  # warm-up
 
-    def raw() -> float:
-        outs = engine.llm.chat(conversations, raw_params, use_tqdm=False)
-        return sum(len(c.token_ids) for o in outs for c in o.outputs)
+    raw = raw_chat(engine, conversations, raw_params)
 
     def ours() -> float:
         with tempfile.TemporaryDirectory() as tmp:

@@ -114,8 +114,8 @@ def test_benchmark_command_answers_scores_exports_and_resumes(engine, tmp_path: 
     official = [json.loads(line) for line in (out / OFFICIAL_FILE).read_text().splitlines()]
     items = ifeval.load_items()
     assert [o["prompt"] for o in official] == [items[k].prompt for k in sorted(scores["source_id"])]
-    assert "IFEval prompt-level strict" in capsys.readouterr().out
-    assert run_cli(*args) == 0 and "scored 0 new answers" in capsys.readouterr().out  # resumed: nothing again
+    assert "IFEval prompt-level strict" in capsys.readouterr().err  # seftgen reports on stderr
+    assert run_cli(*args) == 0 and "scored 0 new answers" in capsys.readouterr().err  # resumed: nothing again
     assert read_run(out / "scores", "ifeval").height == 3
 
 
