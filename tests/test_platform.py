@@ -29,5 +29,5 @@ def test_default_dtype_by_platform(monkeypatch, device: str, bf16: bool, expecte
 
 def test_an_engine_records_the_dtype_it_resolved(engine) -> None:
     """The session engine was asked for no dtype: it runs with the platform's, and says so."""
-    assert engine.settings["dtype"] == devices.default_dtype() and engine.settings["device"] == "cpu"
+    assert engine.settings["dtype"] == devices.default_dtype() and engine.settings["device"] == devices.accelerator()
     assert get_engine(EngineSpec(dtype=devices.default_dtype())) is engine  # one engine, not a second
