@@ -79,8 +79,9 @@ def run_benchmark(
     result = BenchmarkResult(out, answers)
     if not answers.ok:
         return result
-    result.scored, result.summary = score_answers(out / "answers", out / "scores")
-    export_official(out / "answers", out / OFFICIAL_FILE)
+    items = ifeval.load_items()  # parsed once, for the scores and the export
+    result.scored, result.summary = score_answers(out / "answers", out / "scores", items)
+    export_official(out / "answers", out / OFFICIAL_FILE, items)
     return result
 
 
@@ -91,13 +92,13 @@ def _checker() -> str:
         return "lm_eval ifeval"
 
 
-def score_answers(answers: Path, out: Path) -> tuple[int, dict[str, Any]]:
+def score_answers(answers: Path, out: Path, items: dict[str, ifeval.Item] | None = None) -> tuple[int, dict[str, Any]]:
     """Score every answer of the samples run `answers` not scored yet into the `ifeval` run `out`;
     return (rows scored now, the summary over all rows)."""
     manifest = load_manifest(answers)
     if manifest.status != RunStatus.COMPLETE:
         raise UserError("the answers run is not complete: rerun the benchmark to finish it", file=answers)
-    items = ifeval.load_items()
+    items = items if items is not None else ifeval.load_items()
     config = {"answers": str(answers), "answers_run_id": manifest.run_id, "checker": _checker()}
     rows = read_run(answers, "samples").filter(pl.col("finish_reason") != "error")
     store = RunStore.open(out, IFEVAL, Stage.BENCHMARK, config)
@@ -141,10 +142,10 @@ def scores_of(run: Path) -> list[ifeval.Score]:
     ]
 
 
-def export_official(answers: Path, target: Path) -> Path:
+def export_official(answers: Path, target: Path, items: dict[str, ifeval.Item] | None = None) -> Path:
     """The answers as google-research's `evaluation_main --input_response_data` reads them:
     one JSON line per prompt with `prompt` and `response`."""
-    items = ifeval.load_items()
+    items = items if items is not None else ifeval.load_items()
     rows = read_run(answers, "samples").filter(pl.col("finish_reason") != "error").sort("source_id")
     tmp = target.with_name(f".{target.name}.tmp")
     with tmp.open("w") as f:
