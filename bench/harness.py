@@ -92,6 +92,37 @@ def result(
     return out
 
 
+def decode_rates(
+    variants: dict[str, tuple[dict[str, Any], dict[str, str]]], *, model: str, seqs: int, max_tokens: int, repeats: int
+) -> dict[str, list[float]]:
+    """Raw `LLM.chat` decode tokens/s of the same greedy requests (`ignore_eos`: every side decodes
+    the same tokens) on one engine per variant, started one after another. A variant is
+    (EngineSpec fields, environment for vLLM's processes); the caller's engines stay open."""
+    from vllm import SamplingParams
+
+    from seftgen.engines import EngineSpec, cached_engines, get_engine, release_engines
+
+    callers = cached_engines()
+    conversations = [[{"role": "user", "content": f"Tell a long story about dragon {i}."}] for i in range(seqs)]
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    rates: dict[str, list[float]] = {}
+    for name, (spec, env) in variants.items():
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            engine = get_engine(EngineSpec(model=model, **spec))
+            engine.llm.chat(conversations[:2], SamplingParams(max_tokens=4), use_tqdm=False)  # warm-up
+            rates[name] = [round(timed(raw_chat(engine, conversations, params)), 2) for _ in range(repeats)]
+        finally:
+            release_engines(callers)
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return rates
+
+
 def demo_samples(engine: Any, path: Path, prompts: int, n: int, max_tokens: int) -> Path:
     """A real samples run of the demo prompts (setup, not measured)."""
     from seftgen.engines.base import SamplingConfig
@@ -111,6 +142,18 @@ def engine_from_args(model: str) -> Any:
 def add_common(parser: Any, repeats: int = 3) -> None:
     parser.add_argument("--model", default="demo", help="model folder or hub id ('demo': the bundled model)")
     parser.add_argument("--repeats", type=int, default=repeats)
+
+
+def decode_parser(doc: str) -> Any:
+    """The options of the raw decode benchmarks (cpu_dtype, cpu_cores)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--seqs", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2)
+    return parser
 
 
 def judge_parser(doc: str, n: int, n_help: str) -> Any:

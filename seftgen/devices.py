@@ -13,6 +13,8 @@ from functools import cache
 from pathlib import Path
 
 ENV = "SEFTGEN_DEVICE"
+RESERVED_CPU_ENV = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+SMALL_CPU = 4  # cores at or below which vLLM's reserved core costs more than it saves
 _DRIVER_GPUS = Path("/proc/driver/nvidia/gpus")
 
 
@@ -73,3 +75,28 @@ def default_dtype() -> str:
     if accelerator() == "cuda":
         return "auto"
     return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, as vLLM's CPU worker reads it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_engine_env(cores: int | None = None) -> dict[str, str]:
+    """The environment a local vLLM engine on the CPU runs with, for the variables seftgen sets:
+    the user's own value when set, else seftgen's default; empty on GPUs and where vLLM decides.
+
+    vLLM 0.32's CPU worker keeps cores off the model's OpenMP threads for EngineCore
+    (`utils/ompmultiprocessing.py`: "at least reserve 1/local_world_size core for scheduler proc as
+    always use MP executor"; `VLLM_CPU_NUM_OF_RESERVED_CPU` overrides it). On 2 cores that halves
+    the threads that decode: with none reserved the demo model decoded 1.3-1.5x faster here
+    (docs/benchmarks.md, "CPU cores"). Above SMALL_CPU cores one core is a small price for a
+    scheduler that never waits, so vLLM's rule stands."""
+    if accelerator() != "cpu":
+        return {}
+    if RESERVED_CPU_ENV in os.environ:
+        return {RESERVED_CPU_ENV: os.environ[RESERVED_CPU_ENV]}
+    return {RESERVED_CPU_ENV: "0"} if (cores if cores is not None else usable_cores()) <= SMALL_CPU else {}

@@ -112,10 +112,14 @@ class Server:
             "--max-logprobs",
             "20",
         ]
+        from seftgen.devices import cpu_engine_env
         from seftgen.watchdog import ensure_watchdog
 
         ensure_watchdog()  # the server ends with the test session, even if pytest is killed
-        self.proc = subprocess.Popen(cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        env = os.environ | cpu_engine_env()  # the cores seftgen's own engines decode on
+        self.proc = subprocess.Popen(
+            cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
         Server.running.add(self)
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from seftgen import devices
@@ -31,3 +34,39 @@ def test_an_engine_records_the_dtype_it_resolved(engine) -> None:
     """The session engine was asked for no dtype: it runs with the platform's, and says so."""
     assert engine.settings["dtype"] == devices.default_dtype() and engine.settings["device"] == devices.accelerator()
     assert get_engine(EngineSpec(dtype=devices.default_dtype())) is engine  # one engine, not a second
+
+
+@pytest.mark.parametrize(
+    ("device", "cores", "user", "expected"),
+    [
+        ("cpu", 2, None, {devices.RESERVED_CPU_ENV: "0"}),  # small machines: every core decodes
+        ("cpu", devices.SMALL_CPU + 1, None, {}),  # larger ones: vLLM's reserved core stands
+        ("cpu", 2, "1", {devices.RESERVED_CPU_ENV: "1"}),  # the user's own value wins, and is recorded
+        ("cuda", 2, None, {}),
+    ],
+)
+def test_cpu_engine_env_by_platform(monkeypatch, device: str, cores: int, user: str | None, expected: dict) -> None:
+    monkeypatch.setenv("SEFTGEN_DEVICE", device)
+    if user is None:
+        monkeypatch.delenv(devices.RESERVED_CPU_ENV, raising=False)
+    else:
+        monkeypatch.setenv(devices.RESERVED_CPU_ENV, user)
+    assert devices.cpu_engine_env(cores) == expected
+
+
+def test_the_engine_decodes_on_every_core_of_a_small_cpu(engine) -> None:
+    """On this 2-core machine no core is kept for EngineCore: vLLM's worker got the setting, and its
+    OpenMP threads are bound to every core (vLLM's own default binds them to one of the two)."""
+    if devices.accelerator() != "cpu" or devices.usable_cores() > devices.SMALL_CPU:
+        pytest.skip("the policy applies to CPUs of at most SMALL_CPU cores")
+    assert engine.llm is not None  # started (the session engine)
+    assert engine.settings[devices.RESERVED_CPU_ENV] == "0"
+    cores: set[int] = set()
+    for pid in engine.pids:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"{devices.RESERVED_CPU_ENV}=0".encode() in environ
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            affinity = os.sched_getaffinity(int(task.name))
+            if len(affinity) == 1:  # an OpenMP thread bound to its core
+                cores |= affinity
+    assert cores == os.sched_getaffinity(0), cores

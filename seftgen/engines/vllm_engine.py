@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seftgen.choices import EngineKind
-from seftgen.devices import accelerator, default_dtype
+from seftgen.devices import accelerator, cpu_engine_env, default_dtype
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
 from seftgen.errors import UserError
 
@@ -102,6 +102,7 @@ class VLLMEngine(Engine):
             "enforce_eager": True,
         }
         self._before_start = before_start
+        self._env = cpu_engine_env()  # set when the engine starts: vLLM's processes inherit it
         self._llm: Any = None
         self._start_lock = threading.Lock()
         self.pids: set[int] = set()  # the engine's own processes (EngineCore, its worker), once started
@@ -115,7 +116,7 @@ class VLLMEngine(Engine):
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {k: v for k, v in self._settings.items() if k != "model"} | {"device": accelerator()}
+        return {k: v for k, v in self._settings.items() if k != "model"} | {"device": accelerator()} | self._env
 
     @property
     def started(self) -> bool:
@@ -133,6 +134,7 @@ class VLLMEngine(Engine):
 
                     if self._before_start is not None:
                         self._before_start()
+                    os.environ.update(self._env)
                     began, before = time.monotonic(), child_pids()
                     llm = LLM(**self._settings)
                     self.pids = child_pids() - before

@@ -512,6 +512,7 @@ def _model_stages(recipe: Recipe, samples: Path) -> list[ModelStage]:
                     min_margin=j.min_margin,
                     require_consistent=j.require_consistent,
                     constrain=j.constrain,
+                    quality=quality,
                 ),
             )
         )
@@ -521,7 +522,7 @@ def _model_stages(recipe: Recipe, samples: Path) -> list[ModelStage]:
                 RoundStage.BEST_OF,
                 b.judge,
                 lambda spec, out: best_of(
-                    samples, out, spec, template=b.template, verdict=b.verdict, constrain=b.constrain
+                    samples, out, spec, template=b.template, verdict=b.verdict, constrain=b.constrain, quality=quality
                 ),
             )
         )

@@ -40,7 +40,7 @@ from seftgen.stages.common import (
 )
 from seftgen.stages.config import CRITIQUE, REVISE, SELF_CRITIQUE, CritiqueConfig, SelfCritiqueConfig
 from seftgen.stages.parsing import parse_critic, parse_reviser, parse_score
-from seftgen.stages.quality import GATES, QualityGates
+from seftgen.stages.quality import GATES, LENGTH, QualityGates
 from seftgen.stages.runner import downstream_config, iter_run_rows, run_batches, source_info
 from seftgen.templates import PromptTemplate, instruction_text, load_template
 
@@ -154,7 +154,7 @@ def revise_seft(
                 continue
             raw = gen.completions[0].text
             reply = parse_reviser(fmt, raw, labels, sample["response"])
-            kind, reason = ErrorKind.PARSE, reply.error
+            kind, reason = ErrorKind.PARSE, cut_short(reply.error, gen)
             if reason is None:
                 kept_original = reply.label == labels[0]
                 kind, reason = (
@@ -366,10 +366,11 @@ def _run_critique(
             raw = gen.completions[0].text
             original_score = parse_score(score_fmt, pair[0].completions[0].text) if pair else None
             revised_score = parse_score(score_fmt, pair[1].completions[0].text) if pair else None
-            kind, reason = ErrorKind.PARSE, reply.error
+            kind, reason = ErrorKind.PARSE, cut_short(reply.error, gen)
             if reason is None:
                 if original_score is None or revised_score is None:
-                    reason = "no 'Overall Score: [[N]]' in a scoring reply"
+                    unscored = pair[0] if original_score is None else pair[1]
+                    reason = cut_short("no 'Overall Score: [[N]]' in a scoring reply", unscored)
                 else:
                     kind, reason = ErrorKind.FILTER, score_filter(original_score, revised_score, strict=way.strict)
             if reason is None:
@@ -402,6 +403,14 @@ def _run_critique(
     label = "revise (SRT self-critique)" if way.strict else "revise (SRT)"
     result = run_batches(s.store, s.todo, process, engine=s.engine, batch_size=batch_size, total=s.total, label=label)
     return finish(s.store, result, revision_summary(scan_run(out)))
+
+
+def cut_short(error: str | None, gen: Generation) -> str | None:
+    """A parse error, saying so when the reply hit max_tokens: constrained decoding guarantees a
+    reply that parses only if it is allowed to finish, so the cure differs (a larger budget)."""
+    if error is None or gen.completions[0].finish_reason != LENGTH:
+        return error
+    return f"{error} (the reply hit max_tokens: truncated)"
 
 
 def score_filter(original: int, revised: int, *, strict: bool) -> str | None:
