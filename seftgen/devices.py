@@ -77,6 +77,32 @@ def default_dtype() -> str:
     return "bfloat16" if cpu_has_bf16() else "float32"
 
 
+def default_eager() -> bool:
+    """Whether a local engine runs eager PyTorch when not told (`--eager/--no-eager`).
+
+    GPUs: no, vLLM's own default (vLLM 0.32 `config/model.py`, `enforce_eager`: "If False, we will
+    use CUDA graph and eager execution in hybrid for maximal performance"); capturing the graphs
+    and compiling costs start-up time once per engine, repaid by faster decoding on any stage of
+    more than a few batches. CPUs: yes, there are no CUDA graphs, and torch.compile's start-up on
+    2 cores outweighs what it saves on the few short batches a CPU run has."""
+    return accelerator() != "cuda"
+
+
+AUTO_CONTEXT = -1  # vLLM's max_model_len "auto"
+CPU_CONTEXT = 2048
+
+
+def default_max_model_len() -> int:
+    """A local engine's context length when not told (`--max-model-len`).
+
+    GPUs: -1, vLLM's auto-fit (vLLM 0.32 `config/model.py`, `max_model_len`: "-1 or 'auto' ->
+    Automatically choose the maximum model length that fits in GPU memory. This will use the
+    model's maximum context length if it fits"), so a judge's two long answers and its template
+    fit where the model allows. CPUs: 2048 tokens, what CPU-sized runs need; a longer context
+    costs RAM that the CPU backend reserves up front."""
+    return AUTO_CONTEXT if accelerator() == "cuda" else CPU_CONTEXT
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its affinity mask, as vLLM's CPU worker reads it)."""
     try:

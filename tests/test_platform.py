@@ -70,3 +70,40 @@ def test_the_engine_decodes_on_every_core_of_a_small_cpu(engine) -> None:
             if len(affinity) == 1:  # an OpenMP thread bound to its core
                 cores |= affinity
     assert cores == os.sched_getaffinity(0), cores
+
+
+@pytest.mark.parametrize(
+    ("device", "given", "expected"), [("cuda", None, False), ("cpu", None, True), ("cuda", True, True)]
+)
+def test_eager_by_platform(monkeypatch, demo_model, device: str, given: bool | None, expected: bool) -> None:
+    """CUDA graphs on GPUs, eager on CPUs, `--eager/--no-eager` wins; the engine passes it to vLLM
+    (its settings, as the manifest records them; the engine is not started here)."""
+    from seftgen.engines import resolved
+    from seftgen.engines.vllm_engine import VLLMEngine
+
+    monkeypatch.setenv("SEFTGEN_DEVICE", device)
+    assert resolved(EngineSpec(eager=given)).eager is expected
+    assert VLLMEngine(str(demo_model), eager=given).settings["enforce_eager"] is expected
+
+
+def test_eager_flag_reaches_the_spec() -> None:
+    from seftgen.cli.options import ENGINE_OPTIONS, engine_spec_from
+
+    values = {name: default for name, _, default in ENGINE_OPTIONS}
+    assert engine_spec_from(values).eager is None and engine_spec_from(values | {"eager": False}).eager is False
+
+
+@pytest.mark.parametrize(
+    ("device", "given", "expected"), [("cuda", None, -1), ("cpu", None, 2048), ("cuda", 4096, 4096)]
+)
+def test_context_length_by_platform(monkeypatch, demo_model, device: str, given: int | None, expected: int) -> None:
+    """GPUs: vLLM's auto-fit (-1: the model's context, or what fits the memory share); CPUs: 2048."""
+    from seftgen.engines import resolved
+    from seftgen.engines.vllm_engine import VLLMEngine
+
+    monkeypatch.setenv("SEFTGEN_DEVICE", device)
+    assert resolved(EngineSpec(max_model_len=given)).max_model_len == expected
+    engine = VLLMEngine(str(demo_model), max_model_len=given)
+    assert engine.settings["max_model_len"] == expected
+    if expected > 0:
+        assert engine.max_model_len == expected  # known without starting the engine

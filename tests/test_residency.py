@@ -16,7 +16,7 @@ import yaml
 from conftest import REPO
 
 from seftgen.engines import residency
-from seftgen.io.store import read_run
+from seftgen.io.store import load_manifest, read_run
 
 pytestmark = pytest.mark.engine
 
@@ -45,6 +45,7 @@ def test_a_seft_round_closes_the_policy_engine_before_the_reviser_starts(demo_mo
         train=[],
         eval=None,
         quality={"keep_truncated": True},
+        engine={"max_model_len": -1},  # vLLM's auto-fit, the GPU default, on real engines here
     )
     path = tmp_path / "seft.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -63,3 +64,4 @@ def test_a_seft_round_closes_the_policy_engine_before_the_reviser_starts(demo_mo
     assert state["previous_alive"] == []  # none of them ran when the reviser's engine started
     revised = read_run(tmp_path / "w" / "round-1" / "revised")
     assert revised.height == 3 and (revised["model"] == str(reviser)).all()
+    assert load_manifest(tmp_path / "w" / "round-1" / "revised").attempts[-1].engine["max_model_len"] == -1

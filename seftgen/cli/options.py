@@ -56,7 +56,25 @@ HeadDtypeOpt = Annotated[
         rich_help_panel=ENGINE,
     ),
 ]
-MaxModelLenOpt = Annotated[int, typer.Option("--max-model-len", help="vLLM context length.", rich_help_panel=ENGINE)]
+MaxModelLenOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-model-len",
+        help="vLLM context length in tokens (default: 2048 on CPU; on GPU the model's own, or what fits its memory).",
+        rich_help_panel=ENGINE,
+        show_default=False,
+    ),
+]
+EagerOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--eager/--no-eager",
+        help="Eager PyTorch, no CUDA graphs or torch.compile (default: eager on CPU; graphs on GPU, which cost "
+        "start-up time and decode faster).",
+        rich_help_panel=ENGINE,
+        show_default=False,
+    ),
+]
 MemoryShareOpt = Annotated[
     float | None,
     typer.Option(
@@ -223,6 +241,7 @@ ENGINE_OPTIONS: list[tuple[str, Any, Any]] = [
         ("dtype", DtypeOpt),
         ("head_dtype", HeadDtypeOpt),
         ("max_model_len", MaxModelLenOpt),
+        ("eager", EagerOpt),
         ("memory_share", MemoryShareOpt),
         ("tensor_parallel", TensorParallelOpt),
         ("max_num_seqs", MaxNumSeqsOpt),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from seftgen.choices import EngineKind
-from seftgen.devices import default_dtype
+from seftgen.devices import default_dtype, default_eager, default_max_model_len
 from seftgen.engines import residency
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
 from seftgen.errors import UserError
@@ -40,7 +40,8 @@ class EngineSpec:
     # vLLM
     dtype: str | None = None  # None: the platform's (devices.default_dtype: auto on GPUs; bf16 or fp32 on CPUs)
     head_dtype: str | None = None  # lm_head (logits) dtype; "float32": fine-grained judge probabilities
-    max_model_len: int = 2048
+    max_model_len: int | None = None  # None: the platform's (devices.default_max_model_len: auto-fit on GPUs)
+    eager: bool | None = None  # None: the platform's (devices.default_eager: CUDA graphs on GPUs, eager on CPUs)
     memory_share: float | None = None  # None: 0.9 with CUDA, 0.3 on CPU (see default_memory_share)
     tensor_parallel_size: int = 1
     max_num_seqs: int | None = None  # sequences decoded together; None: vLLM's default (256 on CPU)
@@ -111,8 +112,15 @@ def resolved(spec: EngineSpec) -> EngineSpec:
     if spec.kind not in (EngineKind.VLLM, EngineKind.RAY):
         return spec
     # Ray actors may run on other machines (GPU nodes under a CPU head): there vLLM chooses.
-    dtype = spec.dtype or (default_dtype() if spec.kind == EngineKind.VLLM else "auto")
-    return replace(spec, model=resolve_model(spec.model), dtype=dtype)
+    if spec.kind == EngineKind.RAY:
+        return replace(spec, model=resolve_model(spec.model), dtype=spec.dtype or "auto")
+    return replace(
+        spec,
+        model=resolve_model(spec.model),
+        dtype=spec.dtype or default_dtype(),
+        eager=default_eager() if spec.eager is None else spec.eager,
+        max_model_len=spec.max_model_len or default_max_model_len(),
+    )
 
 
 def get_engine(spec: EngineSpec) -> Engine:
@@ -129,6 +137,7 @@ def get_engine(spec: EngineSpec) -> Engine:
         "dtype": spec.dtype,
         "head_dtype": spec.head_dtype,
         "max_model_len": spec.max_model_len,
+        "eager": spec.eager,
         "memory_share": spec.memory_share,
         "tensor_parallel_size": spec.tensor_parallel_size,
         "max_num_seqs": spec.max_num_seqs,

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from seftgen.choices import EngineKind
+from seftgen.devices import AUTO_CONTEXT, CPU_CONTEXT
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
 from seftgen.engines.vllm_engine import TOP_LOGPROBS, answer_token_id
 from seftgen.errors import UserError
@@ -31,7 +32,8 @@ class RayEngine(Engine):
         batch_size: int = 64,
         dtype: str = "auto",
         head_dtype: str | None = None,
-        max_model_len: int = 2048,
+        max_model_len: int | None = None,
+        eager: bool | None = None,
         memory_share: float | None = None,
         tensor_parallel_size: int = 1,
         max_num_seqs: int | None = None,
@@ -51,7 +53,8 @@ class RayEngine(Engine):
         cpu_only = not ray.cluster_resources().get("GPU")
         engine_kwargs: dict[str, Any] = {
             "dtype": dtype,
-            "max_model_len": max_model_len,
+            # As the local engine: 2048 on CPU actors, vLLM's auto-fit (-1) on GPU nodes.
+            "max_model_len": max_model_len or (CPU_CONTEXT if cpu_only else AUTO_CONTEXT),
             "gpu_memory_utilization": memory_share or (0.3 if cpu_only else 0.9),
             "tensor_parallel_size": tensor_parallel_size,
             "seed": seed,
@@ -61,9 +64,11 @@ class RayEngine(Engine):
             engine_kwargs["max_num_seqs"] = max_num_seqs
         if head_dtype is not None:
             engine_kwargs["hf_overrides"] = {"head_dtype": head_dtype}
+        # As the local engine: eager where the actors are CPUs, vLLM's CUDA graphs on GPU nodes.
+        engine_kwargs["enforce_eager"] = cpu_only if eager is None else eager
         placement = None
         if cpu_only:  # vLLM's CPU backend: multiprocessing executor, CPU-only bundles (no GPU asked)
-            engine_kwargs |= {"distributed_executor_backend": "mp", "enforce_eager": True}
+            engine_kwargs["distributed_executor_backend"] = "mp"
             placement = {"bundles": [{"CPU": 1}] * tensor_parallel_size, "strategy": "PACK"}
         self.config = vLLMEngineProcessorConfig(
             model_source=model,

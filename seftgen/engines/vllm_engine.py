@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seftgen.choices import EngineKind
-from seftgen.devices import accelerator, cpu_engine_env, default_dtype
+from seftgen.devices import accelerator, cpu_engine_env, default_dtype, default_eager, default_max_model_len
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
 from seftgen.errors import UserError
 
@@ -69,7 +69,8 @@ class VLLMEngine(Engine):
         *,
         dtype: str | None = None,
         head_dtype: str | None = None,
-        max_model_len: int = 2048,
+        max_model_len: int | None = None,
+        eager: bool | None = None,
         memory_share: float | None = None,
         tensor_parallel_size: int = 1,
         max_num_seqs: int | None = None,
@@ -87,7 +88,8 @@ class VLLMEngine(Engine):
 
         self.model = model
         self.seed = seed
-        self.max_model_len = max_model_len
+        max_model_len = max_model_len or default_max_model_len()
+        self._max_model_len = max_model_len
         self._settings: dict[str, Any] = {
             "model": model,
             "dtype": dtype or default_dtype(),  # the platform's: fp32 on CPUs without bf16 instructions
@@ -98,8 +100,8 @@ class VLLMEngine(Engine):
             **({"max_num_seqs": max_num_seqs} if max_num_seqs else {}),
             # bf16 logits put judge probabilities on a coarse grid (docs, "Judge precision").
             **({"hf_overrides": {"head_dtype": head_dtype}} if head_dtype else {}),
-            # No CUDA graph capture: start-up stays short for data stages, and the CPU backend has none.
-            "enforce_eager": True,
+            # The platform's: CUDA graphs on GPUs, eager on CPUs (devices.default_eager).
+            "enforce_eager": default_eager() if eager is None else eager,
         }
         self._before_start = before_start
         self._env = cpu_engine_env()  # set when the engine starts: vLLM's processes inherit it
@@ -117,6 +119,14 @@ class VLLMEngine(Engine):
     @property
     def settings(self) -> dict[str, Any]:
         return {k: v for k, v in self._settings.items() if k != "model"} | {"device": accelerator()} | self._env
+
+    @property
+    def max_model_len(self) -> int:
+        """The context length: as given, or where vLLM auto-fits it (-1, GPUs) as the started
+        engine found it (this starts the engine: only a prompt near the limit asks)."""
+        if self._max_model_len > 0:
+            return self._max_model_len
+        return self.llm.llm_engine.model_config.max_model_len
 
     @property
     def started(self) -> bool:
