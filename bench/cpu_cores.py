@@ -10,11 +10,9 @@ one after another, the same greedy requests (`ignore_eos`), in seftgen's default
 
 from __future__ import annotations
 
-import json
-import statistics
 from typing import Any
 
-from harness import decode_parser, decode_rates, quiet
+from harness import decode_comparison, decode_parser, quiet
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -23,20 +21,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from seftgen.devices import RESERVED_CPU_ENV, default_dtype, usable_cores
 
     variants = {f"reserved {n}": ({}, {RESERVED_CPU_ENV: str(n)}) for n in (1, 0)}
-    rates = decode_rates(variants, model=args.model, seqs=args.seqs, max_tokens=args.max_tokens, repeats=args.repeats)
-    out = {
-        "benchmark": "cpu cores",
-        "workload": vars(args),
-        "unit": "tokens/s",
-        "cores": usable_cores(),
-        "dtype": default_dtype(),
-        "runs": rates,
-        "none_over_one_reserved": round(
-            statistics.median(rates["reserved 0"]) / statistics.median(rates["reserved 1"]), 3
-        ),
-    }
-    print(json.dumps(out))
-    return out
+    return decode_comparison(
+        "cpu cores", args, variants, "none_over_one_reserved", cores=usable_cores(), dtype=default_dtype()
+    )
 
 
 if __name__ == "__main__":

@@ -10,11 +10,9 @@ choice on the machine at hand: two engines, one after another, the same greedy r
 
 from __future__ import annotations
 
-import json
-import statistics
 from typing import Any
 
-from harness import decode_parser, decode_rates, quiet
+from harness import decode_comparison, decode_parser, quiet
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -23,18 +21,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from seftgen.devices import cpu_has_bf16, default_dtype
 
     variants = {dtype: ({"dtype": dtype}, {}) for dtype in ("bfloat16", "float32")}
-    rates = decode_rates(variants, model=args.model, seqs=args.seqs, max_tokens=args.max_tokens, repeats=args.repeats)
-    out = {
-        "benchmark": "cpu dtype",
-        "workload": vars(args),
-        "unit": "tokens/s",
-        "cpu_has_bf16": cpu_has_bf16(),
-        "default_dtype": default_dtype(),
-        "runs": rates,
-        "float32_over_bfloat16": round(statistics.median(rates["float32"]) / statistics.median(rates["bfloat16"]), 3),
-    }
-    print(json.dumps(out))
-    return out
+    return decode_comparison(
+        "cpu dtype", args, variants, "float32_over_bfloat16", cpu_has_bf16=cpu_has_bf16(), default_dtype=default_dtype()
+    )
 
 
 if __name__ == "__main__":

@@ -123,6 +123,19 @@ def decode_rates(
     return rates
 
 
+def decode_comparison(
+    name: str, args: Any, variants: dict[str, tuple[dict[str, Any], dict[str, str]]], ratio: str, **machine: Any
+) -> dict[str, Any]:
+    """Run two decode variants (`decode_rates`) and print their result: the runs and `ratio`, the
+    median of the second variant over the first's."""
+    rates = decode_rates(variants, model=args.model, seqs=args.seqs, max_tokens=args.max_tokens, repeats=args.repeats)
+    first, second = (statistics.median(r) for r in rates.values())
+    out = {"benchmark": name, "workload": vars(args), "unit": "tokens/s", **machine, "runs": rates}
+    out[ratio] = round(second / first, 3)
+    print(json.dumps(out))
+    return out
+
+
 def demo_samples(engine: Any, path: Path, prompts: int, n: int, max_tokens: int) -> Path:
     """A real samples run of the demo prompts (setup, not measured)."""
     from seftgen.engines.base import SamplingConfig

@@ -1,0 +1,130 @@
+"""The GPU check: what seftgen does differently on a GPU, measured on one, in minutes, offline.
+
+Run it on a machine with a GPU (`make install GPU=1 model`, no network needed):
+
+    .venv/bin/python bench/gpu_check.py [--workdir /tmp/gpu-check]
+
+It prints one table:
+- the two-engine SEFT round: the policy samples, then a second model (a copy of the demo model)
+  revises; on a GPU the residency policy closes the policy's engine and sees its processes gone
+  before the reviser's starts (`seftgen/engines/residency.py`). Rows: the engines' order, the
+  seconds the release took, whether any of the first engine's processes were alive at the second
+  start.
+- eager against CUDA graphs: raw `LLM.chat` decode tokens/s of the same greedy requests with
+  `enforce_eager=True` and with vLLM's default (graphs), and each engine's start-up seconds.
+- `--data-parallel`: not in seftgen yet (issue 25); the row says so.
+
+On a CPU the round runs with the policy forced (`SEFTGEN_RESIDENCY=exclusive`) and the graphs row
+is skipped (the CPU backend has none); `tests/test_residency.py` runs that part in the suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from harness import REPO, quiet
+
+
+def residency_round(workdir: Path, model: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A tiny SEFT round in a `seftgen round` process: the policy (`model`) samples 3 prompts, a copy
+    of it revises them (a second engine). Returns the residency journal's events, the release time,
+    the round's folder and the process's result; the policy is forced exclusive."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    reviser = workdir / "reviser-model"  # another model folder: a second engine
+    if not reviser.exists():
+        shutil.copytree(model, reviser)
+    recipe = yaml.safe_load((REPO / "recipes" / "seft.yaml").read_text())
+    recipe.update(
+        prompts={"source": str(REPO / "data" / "demo" / "prompts.jsonl"), "limit": 3},
+        policy=str(model),
+        sample={"n": 1, "max_tokens": 8},
+        revise={"reviser": {"model": str(reviser)}, "max_tokens": 24},
+        reviser_data=False,
+        train=[],
+        eval=None,
+        quality={"keep_truncated": True},
+        engine={"max_model_len": -1},  # vLLM's auto-fit, the GPU default, on every platform
+    )
+    path = workdir / "seft.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    log = workdir / "residency.jsonl"
+    log.unlink(missing_ok=True)
+    run_env = {**os.environ, **(env or {}), "SEFTGEN_RESIDENCY": "exclusive", "SEFTGEN_RESIDENCY_LOG": str(log)}
+    cmd = [sys.executable, "-m", "seftgen.cli.app", "round", str(path), "--workdir", str(workdir / "w")]
+    began = time.monotonic()
+    proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=1800, check=False)
+    events = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    released = [e for e in events if e[0] == "released"]
+    return {
+        "returncode": proc.returncode,
+        "stderr": proc.stderr,
+        "events": events,
+        "reviser": reviser,
+        "round": workdir / "w" / "round-1",
+        "release_s": released[0][3] if released else None,
+        "total_s": round(time.monotonic() - began, 1),
+    }
+
+
+def graphs_rows(args: Any) -> list[tuple[str, str]]:
+    """Eager against CUDA graphs on this GPU (start-up and decode tokens/s), or why not."""
+    from seftgen.devices import accelerator
+
+    if accelerator() != "cuda":
+        return [("eager vs CUDA graphs", "skipped: no GPU (the CPU backend has no CUDA graphs)")]
+    from harness import decode_rates
+
+    rows, starts = [], {}
+    variants = {"eager": ({"eager": True}, {}), "cuda graphs": ({"eager": False}, {})}
+    for name, variant in variants.items():
+        began = time.monotonic()
+        rate = decode_rates({name: variant}, model=args.model, seqs=args.seqs, max_tokens=args.max_tokens, repeats=2)
+        starts[name] = time.monotonic() - began
+        rows.append((f"decode, {name}", f"{max(rate[name]):.1f} tokens/s (start-up and runs {starts[name]:.0f} s)"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Print the table; return its rows and the round's result (`residency_round`)."""
+    quiet()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
+    parser.add_argument("--seqs", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    args = parser.parse_args(argv)
+    from seftgen.devices import accelerator, visible_gpus
+    from seftgen.models import resolve_model
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="seftgen-gpu-check-"))
+    model = Path(resolve_model(args.model))
+    rows: list[tuple[str, str]] = [("device", f"{accelerator()} ({visible_gpus()} GPUs visible)")]
+    done = residency_round(workdir / "round", model)
+    order = " -> ".join(f"{e[0]} {Path(e[1]).name}" for e in done["events"])
+    alive = [e[2].get("previous_alive") for e in done["events"] if e[0] == "start" and isinstance(e[2], dict)]
+    rows += [
+        ("two-engine SEFT round", "ok" if done["returncode"] == 0 else f"FAILED: {done['stderr'][-300:]}"),
+        ("  engines, in order", order or "none recorded"),
+        ("  release of the first engine", f"{done['release_s']} s" if done["release_s"] is not None else "none"),
+        ("  first engine alive at second start", str(any(alive))),
+        ("  round wall time", f"{done['total_s']} s"),
+    ]
+    rows += graphs_rows(args)
+    rows.append(("--data-parallel over every GPU", "not in seftgen yet (issue 25)"))
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    return {"rows": dict(rows), "round": done}
+
+
+if __name__ == "__main__":
+    main()
