@@ -83,8 +83,8 @@ def default_eager() -> bool:
     GPUs: no, vLLM's own default (vLLM 0.32 `config/model.py`, `enforce_eager`: "If False, we will
     use CUDA graph and eager execution in hybrid for maximal performance"); capturing the graphs
     and compiling costs start-up time once per engine, repaid by faster decoding on any stage of
-    more than a few batches. CPUs: yes, there are no CUDA graphs, and torch.compile's start-up on
-    2 cores outweighs what it saves on the few short batches a CPU run has."""
+    more than a few batches. CPUs: yes, as seftgen has always run there: the CPU backend has no
+    CUDA graphs, and what torch.compile would save on CPU is not measured yet."""
     return accelerator() != "cuda"
 
 
@@ -119,7 +119,7 @@ def cpu_engine_env(cores: int | None = None) -> dict[str, str]:
     (`utils/ompmultiprocessing.py`: "at least reserve 1/local_world_size core for scheduler proc as
     always use MP executor"; `VLLM_CPU_NUM_OF_RESERVED_CPU` overrides it). On 2 cores that halves
     the threads that decode: with none reserved the demo model decoded 1.3-1.5x faster here
-    (docs/benchmarks.md, "CPU cores"). Above SMALL_CPU cores one core is a small price for a
+    (docs/benchmarks.md, "every core decodes on small CPUs"). Above SMALL_CPU cores one core is a small price for a
     scheduler that never waits, so vLLM's rule stands."""
     if accelerator() != "cpu":
         return {}
