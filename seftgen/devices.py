@@ -119,8 +119,8 @@ def cpu_engine_env(cores: int | None = None) -> dict[str, str]:
     (`utils/ompmultiprocessing.py`: "at least reserve 1/local_world_size core for scheduler proc as
     always use MP executor"; `VLLM_CPU_NUM_OF_RESERVED_CPU` overrides it). On 2 cores that halves
     the threads that decode: with none reserved the demo model decoded 1.3-1.5x faster here
-    (docs/benchmarks.md, "every core decodes on small CPUs"). Above SMALL_CPU cores one core is a small price for a
-    scheduler that never waits, so vLLM's rule stands."""
+    (docs/benchmarks.md, "every core decodes on small CPUs"). Above SMALL_CPU cores one core is a
+    small price for a scheduler that never waits, so vLLM's rule stands."""
     if accelerator() != "cpu":
         return {}
     if RESERVED_CPU_ENV in os.environ:

@@ -123,7 +123,8 @@ class VLLMEngine(Engine):
     @property
     def max_model_len(self) -> int:
         """The context length: as given, or where vLLM auto-fits it (-1, GPUs) as the started
-        engine found it (this starts the engine: only a prompt near the limit asks)."""
+        engine found it (so this starts the engine; its one caller, the context check, runs just
+        before the conversations are enqueued, which would start it anyway)."""
         if self._max_model_len > 0:
             return self._max_model_len
         return self.llm.llm_engine.model_config.max_model_len
