@@ -194,3 +194,28 @@ def test_self_judge_round_starts_from_jsft_and_judges_with_it(engine, tmp_path: 
     assert not pairs["reason"].str.starts_with("truncated").any()
     assert yaml.safe_load((work / "round-1" / "train-dpo.yml").read_text())["base_model"] == jsft
     assert plan["training"]["dpo"]["losses"] and plan["next_policy"] == plan["models"]["dpo"]
+
+
+@needs_axolotl
+def test_verifier_round_needs_no_judge_model_and_measures_ifeval(engine, tmp_path: Path) -> None:
+    """SELF-JUDGE with a verifier: best-of by IFEval's checkers (no judge model starts), SFT on the
+    winners, and IFEval (benchmarks only, no pairwise judge) for the trained policy and round 0."""
+    ifeval = {"pairwise": False, "benchmarks": ["ifeval"], "benchmark_prompts": 3, "benchmark_max_tokens": 16}
+    # 16-token answers rarely follow every instruction: keep every winner, so the step trains.
+    best = {"verifier": "instructions", "min_score": 0.0}
+    recipe = tiny("self-judge-verifier", tmp_path, eval=ifeval, best_of=best, sample={"n": 3, "max_tokens": 16})
+    work = tmp_path / "w"
+    assert run_cli("round", recipe, "--train", "--preset", "cpu", "--workdir", work, "--base-dir", REPO) == 0
+    plan = json.loads((work / "round-1" / "round.json").read_text())
+    assert plan["time"]["best_of"]["engine_start_s"] == 0  # no model was loaded to judge
+    rows = read_run(work / "round-1" / "best-of")
+    samples = read_run(work / "round-1" / "samples")
+    assert rows.height == 10 and (rows["verifier"] == "instructions").all() and (rows["engine"] == "none").all()
+    assert samples["verifiable"].is_not_null().all()  # carried from the prompts file
+    for row in rows.iter_rows(named=True):  # the winner has the top score of its prompt's samples
+        scores = {k: v["score"] for k, v in json.loads(row["verification"]).items() if k != "tie_break"}
+        assert len(scores) == 3 and scores[str(row["winner_idx"])] == max(scores.values())
+    assert plan["training"]["policy"]["steps"] == 2 and Path(plan["next_policy"], "config.json").is_file()
+    result = plan["eval"]["benchmarks"]["ifeval"]
+    assert result["round"]["prompts"] == result["start"]["prompts"] == result["vs_start"]["prompts"] == 3
+    assert set(plan["eval"]) == {"benchmarks"} and not (work / "eval" / "round-0" / "samples").exists()

@@ -1,13 +1,18 @@
-"""Commands that build SFT datasets from preference records (no model needed)."""
+"""Commands that build data with no model: SFT datasets from preference records, prompts with
+verifiable instructions."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from seftgen.cli.options import LimitOpt, OutOpt
 from seftgen.cli.report import report
+from seftgen.console import console
+from seftgen.errors import UserError
+from seftgen.io.readers import PromptColumns
 from seftgen.stages.build_data import RevisionLabels, build_jsft_data, build_reviser_data
 from seftgen.stages.config import JSFT_DATA, REVISE
 
@@ -142,6 +147,70 @@ def build_jsft_data_cmd(
     report(result, "build-jsft-data")
 
 
+def instruct_cmd(
+    source: Annotated[
+        str | None, typer.Argument(help="Base prompts: .jsonl, .parquet, a saved dataset folder or a hub id.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Prompts file to write (.jsonl), for `sample` or a recipe.")
+    ] = None,
+    prompt_column: Annotated[str, typer.Option("--prompt-column", help="Column with the prompt text.")] = "prompt",
+    messages_column: Annotated[
+        str | None, typer.Option("--messages-column", help="Column with chat messages (the last user turn is used).")
+    ] = None,
+    min_count: Annotated[int, typer.Option("--min", min=1, help="Fewest instructions per prompt.")] = 1,
+    max_count: Annotated[int, typer.Option("--max", min=1, help="Most instructions per prompt.")] = 2,
+    instruction: Annotated[
+        list[str] | None,
+        typer.Option("--instruction", "-i", help="Draw only these instruction ids (repeat it); default: all."),
+    ] = None,
+    variants: Annotated[
+        int, typer.Option("--variants", min=1, help="Instruction sets drawn per base prompt (ids become ID:v).")
+    ] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the draws (per prompt: seed and prompt id).")] = 0,
+    limit: LimitOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    list_ids: Annotated[bool, typer.Option("--list", help="Print the instruction ids and exit.")] = False,
+) -> None:
+    """Prompts with verifiable instructions: IFEval's checkable instructions attached to base prompts.
+
+    Each prompt gets --min to --max instructions drawn (seeded) from IFEval's registry, described
+    by IFEval's own builders, with the ids and arguments the [bold]instructions[/] verifier checks
+    ([bold]judge/best-of --verifier instructions[/]). IFEval's own 541 prompts are never used, so
+    the benchmark stays held out.
+
+    [bold]Example[/]
+
+      seftgen instruct data/demo/prompts.jsonl -o runs/instruct.jsonl --variants 4 --max 2
+      seftgen sample runs/instruct.jsonl -o runs/s -n 4 && seftgen best-of runs/s -o runs/best --verifier instructions
+    """
+    from seftgen.stages.instruct import instruct_prompts
+    from seftgen.stages.instructions import instruction_ids
+
+    if list_ids:
+        console.print("\n".join(instruction_ids()))
+        return
+    if source is None or out is None:
+        raise UserError("give SOURCE and --out (or --list)", param="source" if source is None else "out")
+    result = instruct_prompts(
+        source,
+        out,
+        columns=PromptColumns(prompt=prompt_column, messages=messages_column),
+        min_count=min_count,
+        max_count=max_count,
+        ids=instruction or None,
+        seed=seed,
+        variants=variants,
+        limit=limit,
+        force=force,
+    )
+    console.print(f"[green]✓[/] instruct: {result.written} prompts → {result.out}")
+    if result.skipped_ifeval:
+        console.print(f"  skipped {result.skipped_ifeval} base prompts that are IFEval's own")
+    console.print(f"  instructions: {result.by_instruction}")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("instruct")(instruct_cmd)
     app.command("build-reviser-data")(build_reviser_data_cmd)
     app.command("build-jsft-data")(build_jsft_data_cmd)

@@ -258,6 +258,28 @@ VerdictOpt = Annotated[
 ]
 
 
+VerifierOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--verifier",
+        help="A program judges in place of the model: instructions (IFEval's checkers on the prompt rows' "
+        "instruction_id_list/kwargs), instructions-loose, match (the rows' reference), or module:function. "
+        "No model is loaded unless --tie-break.",
+    ),
+]
+TieBreakOpt = Annotated[
+    bool,
+    typer.Option(
+        "--tie-break/--no-tie-break", help="With --verifier: the model (--model) decides samples the verifier ties."
+    ),
+]
+
+
+def _judge_spec(spec: EngineSpec, verifier: str | None, tie_break: bool) -> EngineSpec | None:
+    """A verifier alone loads no model."""
+    return None if verifier and not tie_break else spec
+
+
 @with_engine_options
 def judge_cmd(
     samples: SamplesArg,
@@ -275,6 +297,8 @@ def judge_cmd(
     constrain: ConstrainOpt = JUDGE.constrain,
     keep_truncated: KeepTruncatedOpt = False,
     gate: GateOpt = None,
+    verifier: VerifierOpt = JUDGE.verifier,
+    tie_break: TieBreakOpt = JUDGE.tie_break,
     shard: ShardOpt = None,
     resume: ResumeOpt = True,
     *,
@@ -284,16 +308,21 @@ def judge_cmd(
 
     The judge is usually the policy itself ([bold]--model[/] the same folder). Its verdict is
     read from the probabilities of ' A' and ' B' after the template's fixed assistant prefix,
-    averaged over both orders: score_a = (p_a[AB] + p_a[BA]) / 2.
+    averaged over both orders: score_a = (p_a[AB] + p_a[BA]) / 2. With [bold]--verifier[/], a
+    program scores each sample instead (score_a = 0.5 + (score a - score b) / 2); equal scores
+    are ties, dropped unless [bold]--tie-break[/] asks the model.
 
     [bold]Example[/]
 
       seftgen judge runs/r1/samples -o runs/r1/pairs --min-margin 0.1 --require-consistent
+      seftgen judge runs/r1/samples -o runs/r1/pairs --verifier instructions
     """
     result = judge_pairs(
         samples,
         out,
-        spec,
+        _judge_spec(spec, verifier, tie_break),
+        verifier=verifier,
+        tie_break=tie_break,
         template=_templates(template),
         verdict=verdict,
         min_margin=min_margin,
@@ -320,6 +349,17 @@ def best_of_cmd(
     constrain: ConstrainOpt = TOURNAMENT.constrain,
     keep_truncated: KeepTruncatedOpt = False,
     gate: GateOpt = None,
+    verifier: VerifierOpt = TOURNAMENT.verifier,
+    tie_break: TieBreakOpt = TOURNAMENT.tie_break,
+    min_score: Annotated[
+        float,
+        typer.Option(
+            "--min-score",
+            min=0.0,
+            max=1.0,
+            help="With --verifier: keep a winner scoring at least this (1: all checks).",
+        ),
+    ] = TOURNAMENT.min_score,
     shard: ShardOpt = None,
     resume: ResumeOpt = True,
     *,
@@ -327,14 +367,22 @@ def best_of_cmd(
 ) -> None:
     """Tournament rejection sampling: the best of the n samples of each prompt (n-1 judgments).
 
+    With [bold]--verifier[/], the verifier's scores decide the matches, and a winner is kept only
+    if it scores at least [bold]--min-score[/] (rejection sampling on checkable instructions).
+
     [bold]Example[/]
 
       seftgen sample prompts.jsonl -o runs/s -n 8 && seftgen best-of runs/s -o runs/best
+      seftgen instruct prompts.jsonl -o ip.jsonl && seftgen sample ip.jsonl -o runs/s -n 4
+      seftgen best-of runs/s -o runs/best --verifier instructions
     """
     result = best_of(
         samples,
         out,
-        spec,
+        _judge_spec(spec, verifier, tie_break),
+        verifier=verifier,
+        tie_break=tie_break,
+        min_score=min_score,
         template=_templates(template),
         verdict=verdict,
         seed=tournament_seed,

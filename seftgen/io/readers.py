@@ -166,6 +166,7 @@ class Prompt:
     messages: list[dict[str, str]]
     row: int
     source_id: str = ""  # the input row's `id`, else its row number
+    verifiable: str | None = None  # JSON of the row's checkable facts (`verifiable_of`)
 
 
 ID_FIELD = "id"
@@ -175,6 +176,38 @@ def source_id_of(record: dict[str, Any], row: int) -> str:
     """A source row's own id (its `id` field) or, without one, its row number in the input."""
     value = record.get(ID_FIELD)
     return str(value) if value is not None and str(value) != "" else str(row)
+
+
+# Fields of a prompt row that a verifier judge checks answers against: IFEval-style instructions
+# (ids and their arguments, one dict per id) and a reference answer.
+VERIFIABLE_FIELDS = ("instruction_id_list", "kwargs", "reference")
+
+
+def verifiable_of(record: dict[str, Any], source: str, row: int) -> str | None:
+    """The row's checkable facts as JSON (null without any), validated so that a verifier never
+    meets a malformed row."""
+    facts = {k: record[k] for k in VERIFIABLE_FIELDS if record.get(k) is not None}
+    if not facts:
+        return None
+    ids, kwargs = facts.get("instruction_id_list"), facts.get("kwargs")
+    if hasattr(ids, "tolist"):
+        ids = facts["instruction_id_list"] = ids.tolist()
+    if hasattr(kwargs, "tolist"):
+        kwargs = facts["kwargs"] = kwargs.tolist()
+    if ids is not None:
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+            raise UserError("expected a list of instruction ids", file=source, row=row, field="instruction_id_list")
+        kwargs = [{}] * len(ids) if kwargs is None else kwargs
+        if not isinstance(kwargs, list) or len(kwargs) != len(ids) or not all(isinstance(k, dict) for k in kwargs):
+            raise UserError(
+                "expected one {argument: value} object per instruction id", file=source, row=row, field="kwargs"
+            )
+        facts["kwargs"] = [{k: v for k, v in d.items() if v is not None} for d in kwargs]
+    elif kwargs is not None:
+        raise UserError("kwargs without instruction_id_list", file=source, row=row, field="kwargs")
+    if "reference" in facts and not isinstance(facts["reference"], str | int | float):
+        raise UserError("expected a text or number", file=source, row=row, field="reference")
+    return json.dumps(facts, sort_keys=True)
 
 
 def iter_prompts(source: str, cols: PromptColumns, limit: int | None = None) -> Iterator[Prompt]:
@@ -190,4 +223,4 @@ def iter_prompts(source: str, cols: PromptColumns, limit: int | None = None) -> 
             continue
         seen.add(pid)
         count += 1
-        yield Prompt(pid, messages, row, source_id_of(record, row))
+        yield Prompt(pid, messages, row, source_id_of(record, row), verifiable_of(record, source, row))

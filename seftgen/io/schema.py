@@ -59,6 +59,12 @@ _PROMPT = (
         "The input row's own id (its `id` field), else its row number in the input: traces a row to its source.",
     ),
 )
+VERIFIABLE = Column(
+    "verifiable",
+    pl.String,
+    "JSON of the input row's checkable facts for verifier judges (`instruction_id_list` with `kwargs`, "
+    "`reference`); null when it has none.",
+)
 
 SAMPLES = Table(
     "samples",
@@ -66,6 +72,7 @@ SAMPLES = Table(
     ("prompt_id", "sample_idx"),
     (
         *_PROMPT,
+        VERIFIABLE,
         Column("sample_idx", pl.Int32, "0-based index among the n samples of the prompt."),
         Column("response", pl.String, "Generated response text."),
         Column("prompt_tokens", pl.Int32, "Tokens in the rendered prompt."),
@@ -116,12 +123,23 @@ REVISIONS = Table(
     ),
 )
 
+VERIFIER = (
+    Column("verifier", pl.String, "The verifier judge that scored the samples (`--verifier`), else null."),
+    Column(
+        "verification",
+        pl.String,
+        "JSON of the verifier's results per sample (`sample_idx` -> score, per-check pass/fail, error) and "
+        "`tie_break` (the LLM judge decided a tie); null without a verifier.",
+    ),
+)
+
 PAIRS = Table(
     "pairs",
     "Judged preference pairs (DPO layout: messages, chosen, rejected), one row per sample pair.",
     ("prompt_id", "idx_a", "idx_b"),
     (
         *_PROMPT,
+        VERIFIABLE,
         Column("idx_a", pl.Int32, "sample_idx of the response shown first in order AB."),
         Column("idx_b", pl.Int32, "sample_idx of the response shown second in order AB."),
         Column("p_a_ab", pl.Float64, "P(' A') / (P(' A')+P(' B')) with order AB."),
@@ -146,6 +164,7 @@ PAIRS = Table(
             "Several principle judges: each principle's score_a and consistency (the pair's verdict is their "
             "majority, ties by the mean; score_a is the mean); one judge: null.",
         ),
+        *VERIFIER,
         Column("policy_model", pl.String, "Model that wrote the responses."),
         Column("source_run_id", pl.String, "Run id of the sample run that was judged."),
         *PROVENANCE,
@@ -158,16 +177,22 @@ BEST_OF = Table(
     ("prompt_id",),
     (
         *_PROMPT,
+        VERIFIABLE,
         Column("winner_idx", pl.Int32, "sample_idx of the tournament winner."),
         Column("response", pl.String, "The winning response text."),
         Column("num_candidates", pl.Int32, "n, the number of samples in the tournament."),
         Column("judgments", pl.Int32, "Matches played (n - 1)."),
         Column("bracket", pl.String, "JSON list of matches: round, a, b, score_a, winner, bye."),
+        *VERIFIER,
         Column("policy_model", pl.String, "Model that wrote the responses."),
         Column("source_run_id", pl.String, "Run id of the sample run."),
-        Column("kept", pl.Boolean, "The winner passed the quality gates (a training target)."),
-        Column("reason", pl.String, "Which gate the winner failed, else null."),
-        Column("reason_kind", pl.String, "`quality` when not kept, else null."),
+        Column(
+            "kept",
+            pl.Boolean,
+            "The winner passed the quality gates, and with a verifier scored at least `min_score` (a training target).",
+        ),
+        Column("reason", pl.String, "Which gate or verifier check the winner failed, else null."),
+        Column("reason_kind", pl.String, "`quality` or `filter` (the verifier) when not kept, else null."),
         *PROVENANCE,
     ),
 )

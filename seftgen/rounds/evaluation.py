@@ -64,6 +64,13 @@ def evaluate_round(
             if not run.ok:
                 raise UserError(f"benchmark {name} of round {k} has failed answers: rerun the round to retry them")
 
+    if not ev.pairwise:  # the benchmarks alone
+        trained_spec = engine_for(recipe, StageModel(model=trained), trained)
+        benchmarks(trained_spec, round_k)
+        release_engines(keep | {trained_spec} if hand_over else keep)
+        benchmarks(engine_for(recipe, StageModel(model=start), start), 0)
+        release_engines(keep)
+        return {"benchmarks": {name: benchmark_summary(work, name, round_k) for name in ev.benchmarks}}
     trained_spec = answers(trained, round_k)
     benchmarks(trained_spec, round_k)
     keep = keep | {trained_spec} if hand_over else keep

@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from seftgen.choices import EngineKind, TrainKind, Verdict
 from seftgen.engines import EngineSpec
@@ -23,7 +23,7 @@ from seftgen.io.readers import PromptColumns
 from seftgen.io.store import Holdout, Shard
 from seftgen.resources import resource_dir
 from seftgen.rounds.refs import ModelRef
-from seftgen.stages.config import BENCHMARK, CRITIQUE, EVALUATE, JUDGE, REVISE, SAMPLE, SELF_CRITIQUE
+from seftgen.stages.config import BENCHMARK, CRITIQUE, EVALUATE, JUDGE, REVISE, SAMPLE, SELF_CRITIQUE, TOURNAMENT
 from seftgen.stages.quality import GATES, QualityGates
 
 
@@ -128,6 +128,19 @@ class JudgeStage(_Strict):
     min_margin: float = JUDGE.min_margin
     require_consistent: bool = JUDGE.require_consistent
     constrain: bool = JUDGE.constrain
+    verifier: str | None = Field(
+        JUDGE.verifier,
+        description="A program judges in place of `judge`: instructions, instructions-loose, match or "
+        "module:function (see `seftgen judge --help`); no model is loaded unless `tie_break`.",
+    )
+    tie_break: bool = Field(JUDGE.tie_break, description="With `verifier`: `judge` decides the samples it ties.")
+    min_score: float = Field(
+        TOURNAMENT.min_score, ge=0, le=1, description="best_of with `verifier`: keep a winner scoring at least this."
+    )
+
+    @property
+    def needs_model(self) -> bool:
+        return self.verifier is None or self.tie_break
 
 
 class SelfCritiqueStage(_Strict):
@@ -156,7 +169,12 @@ class SelfCritiqueStage(_Strict):
 
 class EvalSection(_Strict):
     """Held-out evaluation after every trained round: the round's policy against the starting
-    policy (round 0) and against the previous round, judged pairwise in both orders."""
+    policy (round 0) and against the previous round, judged pairwise in both orders, and the
+    benchmarks."""
+
+    pairwise: bool = Field(
+        True, description="Judge the held-out answers pairwise; false: only `benchmarks` (then at least one)."
+    )
 
     source: str | None = Field(None, description="Eval prompt file/dataset; default: a held-out split of `prompts`.")
     prompt_column: str = "prompt"
@@ -186,6 +204,12 @@ class EvalSection(_Strict):
         None, ge=1, description="The first N prompts of each benchmark (one fixed subset for every round); default all."
     )
     benchmark_max_tokens: int = Field(BENCHMARK.max_tokens, ge=1, description="Answer length for the benchmarks.")
+
+    @model_validator(mode="after")
+    def _measures_something(self) -> EvalSection:
+        if not self.pairwise and not self.benchmarks:
+            raise ValueError("eval with pairwise: false needs at least one of `benchmarks`")
+        return self
 
 
 class TrainStep(_Strict):
@@ -268,7 +292,9 @@ def load_recipe(name_or_path: str, base_dir: str | Path | None = None) -> Recipe
         path = resource_dir("recipes") / f"{name_or_path}.yaml"
     if not path.is_file():
         raise UserError(
-            "recipe does not exist", file=name_or_path, hint="shipped: seft, self-judge, self-judge-principles, srt"
+            "recipe does not exist",
+            file=name_or_path,
+            hint="shipped: " + ", ".join(sorted(p.stem for p in resource_dir("recipes").glob("*.yaml"))),
         )
     data = read_mapping(path, "recipe", empty_ok=True)
     try:
@@ -301,7 +327,9 @@ def prompt_columns(prompts: Prompts) -> PromptColumns:
 
 
 def _eval_share(recipe: Recipe) -> float:
-    return recipe.eval.holdout if recipe.eval is not None and recipe.eval.source is None else 0.0
+    """The held-out band of `prompts` for pairwise eval (none when eval runs benchmarks only)."""
+    ev = recipe.eval
+    return ev.holdout if ev is not None and ev.source is None and ev.pairwise else 0.0
 
 
 def _stage2_share(recipe: Recipe) -> float:

@@ -59,7 +59,7 @@ from seftgen.training.run import TrainResult, effective_batch, train, train_comm
 Notify = Callable[[str], None]
 StepProgress = Callable[[str, int, int, float | None], None]
 T = TypeVar("T")
-ModelStage = tuple[RoundStage, StageModel, Callable[[EngineSpec, Path], StageResult]]
+ModelStage = tuple[RoundStage, StageModel | None, Callable[[EngineSpec | None, Path], StageResult]]
 
 
 @dataclass
@@ -285,10 +285,14 @@ class Round:
     def model_stages(self) -> bool:
         """The recipe's model stages in order; False when one needs a model not trained yet."""
         for name, stage_model, run in _model_stages(self.recipe, self.outputs[RoundStage.SAMPLE]):
-            spec = self.stage_engine(stage_model, name)
-            if spec is None:
-                return False
-            self.say(f"round {self.k}: {name} with {spec.model}")
+            if stage_model is None:  # a verifier alone: no model
+                spec = None
+                self.say(f"round {self.k}: {name} with a verifier")
+            else:
+                spec = self.stage_engine(stage_model, name)
+                if spec is None:
+                    return False
+                self.say(f"round {self.k}: {name} with {spec.model}")
             out = self.outputs[name] = self.work.stage_dir(self.k, name.folder)
             self.result.stages[name] = self.timed(name, lambda run=run, spec=spec, out=out: run(spec, out))
         return True
@@ -428,7 +432,9 @@ class Round:
             return
         trained = result.next_policy
         assert trained is not None
-        self.say(f"round {self.k}: evaluating {trained} on held-out prompts")
+        ev = self.recipe.eval
+        on = (["held-out prompts"] if ev.pairwise else []) + list(ev.benchmarks)
+        self.say(f"round {self.k}: evaluating {trained} on {' and '.join(on)}")
         result.eval = self.timed(
             "eval",
             lambda: evaluate_round(self.recipe, self.work, self.k, trained, self.callers_engines, self.hand_over),
@@ -502,7 +508,7 @@ def _model_stages(recipe: Recipe, samples: Path) -> list[ModelStage]:
         stages.append(
             (
                 RoundStage.JUDGE,
-                j.judge,
+                j.judge if j.needs_model else None,
                 lambda spec, out: judge_pairs(
                     samples,
                     out,
@@ -513,6 +519,8 @@ def _model_stages(recipe: Recipe, samples: Path) -> list[ModelStage]:
                     require_consistent=j.require_consistent,
                     constrain=j.constrain,
                     quality=quality,
+                    verifier=j.verifier,
+                    tie_break=j.tie_break,
                 ),
             )
         )
@@ -520,9 +528,18 @@ def _model_stages(recipe: Recipe, samples: Path) -> list[ModelStage]:
         stages.append(
             (
                 RoundStage.BEST_OF,
-                b.judge,
+                b.judge if b.needs_model else None,
                 lambda spec, out: best_of(
-                    samples, out, spec, template=b.template, verdict=b.verdict, constrain=b.constrain, quality=quality
+                    samples,
+                    out,
+                    spec,
+                    template=b.template,
+                    verdict=b.verdict,
+                    constrain=b.constrain,
+                    quality=quality,
+                    verifier=b.verifier,
+                    tie_break=b.tie_break,
+                    min_score=b.min_score,
                 ),
             )
         )

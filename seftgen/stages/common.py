@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import polars as pl
 
@@ -56,7 +56,18 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def provenance(engine: Engine, store: RunStore, template: str, params_json: str) -> dict[str, Any]:
+class Producer(Protocol):
+    """What wrote a row: an engine, or a judge that needs none (a verifier: engine `none`)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def seed(self) -> int | None: ...
+
+
+def provenance(engine: Producer, store: RunStore, template: str, params_json: str) -> dict[str, Any]:
     """The provenance columns for rows written now by `engine` into `store`."""
     return {
         "model": engine.model,

@@ -84,6 +84,10 @@ class JudgeConfig:
         require_consistent: drop pairs whose two orders disagree.
         batch_size: pairs per engine call and part file.
         constrain: constrain text verdicts to the template's format.
+        verifier: a verifier judge in place of the LLM (`instructions`, `instructions-loose`, `match`,
+            `module:function`; see `stages/verifiers.py`); None: the LLM judges.
+        tie_break: with a verifier, the LLM judge decides the pairs the verifier scores equal
+            (else they are dropped as ties and no model is loaded).
     """
 
     template: str | list[str] = "judge_general"
@@ -92,6 +96,8 @@ class JudgeConfig:
     require_consistent: bool = False
     batch_size: int = 64
     constrain: bool = True
+    verifier: str | None = None
+    tie_break: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,9 @@ class BestOfConfig:
         template / verdict / constrain: as for `JudgeConfig`.
         seed: the bracket's shuffle (recorded in every row).
         batch_size: prompts per part file.
+        verifier / tie_break: as for `JudgeConfig`: the verifier's scores decide every match.
+        min_score: with a verifier, the winner is a training target only if it scores at least
+            this (1.0: it passed every check): rejection sampling keeps no failing answer.
     """
 
     template: str | list[str] = "judge_general"
@@ -109,6 +118,9 @@ class BestOfConfig:
     seed: int = 0
     batch_size: int = 64
     constrain: bool = True
+    verifier: str | None = None
+    tie_break: bool = False
+    min_score: float = 1.0
 
 
 @dataclass(frozen=True)

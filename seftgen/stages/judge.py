@@ -33,9 +33,10 @@ from seftgen.stages.common import (
     rejection,
 )
 from seftgen.stages.config import JUDGE, TOURNAMENT
-from seftgen.stages.judging import Bracket, Judge, PairScore, Panel
+from seftgen.stages.judging import Bracket, Judge, PairJudge, PairScore, Panel
 from seftgen.stages.quality import GATES, QualityGates
 from seftgen.stages.runner import downstream_config, iter_prompt_groups, run_batches, source_info
+from seftgen.stages.verifiers import Verification, load_verifier, verify_row
 from seftgen.templates import load_template
 
 Group = list[dict[str, Any]]
@@ -43,7 +44,7 @@ Group = list[dict[str, Any]]
 
 def _open(
     io: RunIO,
-    engine: Engine | EngineSpec,
+    engine: Engine | EngineSpec | None,
     table: Table,
     stage: Stage,
     template: str | list[str],
@@ -51,20 +52,30 @@ def _open(
     *,
     extra: dict[str, Any],
     constrain: bool,
-) -> tuple[Panel, RunStore, dict]:
+    verifier: str | None,
+    tie_break: bool,
+) -> tuple[PairJudge, RunStore, dict]:
     samples, out, shard, resume = io.source, io.out, io.shard, io.resume
     verdict = choice(Verdict, verdict, "verdict")
     source = source_info(samples, "samples", out)
+    check = load_verifier(verifier) if verifier else None
     names = [template] if isinstance(template, str) else list(template)
     if not names:
         raise UserError("give at least one judge template")
     templates = [load_template(name) for name in names]
-    engine = ensure_engine(engine)
-    judge = Panel([Judge(engine, tpl, verdict, constrain) for tpl in templates])
+    panel = None
+    if check is None or tie_break:  # a verifier alone needs no model
+        if engine is None:
+            raise UserError(
+                "give a judge model" + (" for the verifier's tie-breaks" if check else ", or a verifier"), param="model"
+            )
+        engine = ensure_engine(engine)
+        panel = Panel([Judge(engine, tpl, verdict, constrain) for tpl in templates])
+    judge = PairJudge(panel, check)
     params = judge.settings | extra
-    if len(templates) > 1:  # a panel: every template and its hash (the config records the first's)
+    if panel is not None and len(templates) > 1:  # a panel: every template and its hash
         params["templates"] = {t.name: t.hash for t in templates}
-    config = downstream_config(source, judge.engine, templates[0], params)
+    config = downstream_config(source, judge, templates[0] if panel is not None else None, params)
     store = RunStore.open(out, table, stage, config, shard=shard, resume=resume)
     return judge, store, params
 
@@ -72,7 +83,7 @@ def _open(
 def judge_pairs(
     samples: str | Path,
     out: str | Path,
-    judge_engine: Engine | EngineSpec,
+    judge_engine: Engine | EngineSpec | None,
     *,
     template: str | list[str] = JUDGE.template,
     verdict: Verdict = JUDGE.verdict,
@@ -83,12 +94,16 @@ def judge_pairs(
     resume: bool = True,
     constrain: bool = JUDGE.constrain,
     quality: QualityGates = GATES,
+    verifier: str | None = JUDGE.verifier,
+    tie_break: bool = JUDGE.tie_break,
 ) -> StageResult:
     """Judge every pair of samples of each prompt (both orders); write preference pairs.
 
     `template`: one judge template, or several (principle judges, e.g. the four
     `principle_*`): each judges every pair, and the pair's verdict is their majority (ties by
-    the mean score); the per-principle scores go into `principle_scores`."""
+    the mean score); the per-principle scores go into `principle_scores`.
+    `verifier`: a program scores each sample and decides the pairs (`stages/verifiers.py`);
+    `judge_engine` may then be None unless `tie_break`."""
     judge, store, params = _open(
         RunIO(samples, out, shard, resume),
         judge_engine,
@@ -98,6 +113,8 @@ def judge_pairs(
         verdict,
         extra={"min_margin": min_margin, "require_consistent": require_consistent, "quality": quality.as_dict()},
         constrain=constrain,
+        verifier=verifier,
+        tie_break=tie_break,
     )
     params_json = json.dumps(params, sort_keys=True)
 
@@ -111,13 +128,10 @@ def judge_pairs(
 
     def process(groups: list[Group]) -> tuple[list[dict], list[dict]]:
         pairs = [p for g in groups for p in pending(g)]
-        scores = judge.judge(
-            [(a["messages"], a["response"], b["response"]) for a, b in pairs],
-            keys=[f"{a['prompt_id']}:{a['sample_idx']}:{b['sample_idx']}" for a, b in pairs],
-        )
-        prov = provenance(judge.engine, store, judge.template_id, params_json)
+        decided = judge.decide(pairs, keys=[f"{a['prompt_id']}:{a['sample_idx']}:{b['sample_idx']}" for a, b in pairs])
+        prov = provenance(judge, store, judge.template_id, params_json)
         rows, failures = [], []
-        for (a, b), s in zip(pairs, scores, strict=True):
+        for (a, b), (s, verification) in zip(pairs, decided, strict=True):
             if s.error_kind == ErrorKind.ENGINE:
                 failures.append(
                     {"prompt_id": a["prompt_id"], "pair": [a["sample_idx"], b["sample_idx"]], "error": s.error}
@@ -139,6 +153,7 @@ def judge_pairs(
                     "prompt_id": a["prompt_id"],
                     "messages": a["messages"],
                     "source_id": a.get("source_id"),
+                    "verifiable": a.get("verifiable"),
                     "idx_a": a["sample_idx"],
                     "idx_b": b["sample_idx"],
                     "p_a_ab": s.p_a_ab,
@@ -152,6 +167,8 @@ def judge_pairs(
                     **rejection(kind, reason),
                     "raw": s.raw,
                     "principle_scores": list(s.principles) or None,
+                    "verifier": judge.verifier.name if judge.verifier else None,
+                    "verification": verification and json.dumps(verification),
                     "policy_model": a["model"],
                     "source_run_id": a["run_id"],
                     **prov,
@@ -183,6 +200,13 @@ def _filter_reason(s: PairScore, min_margin: float, require_consistent: bool) ->
     return None
 
 
+def _verifier_reason(best: Verification, min_score: float) -> str:
+    if best.score is None:
+        return f"verifier: {best.error}"
+    failed = [name for name, ok in best.checks.items() if not ok]
+    return f"verifier: best score {best.score} < {min_score}" + (f" (failed {', '.join(failed)})" if failed else "")
+
+
 def pairs_summary(rows: pl.LazyFrame) -> dict[str, Any]:
     """Counts for the manifest and the dataset card, on a lazy scan of the run."""
     judged = pl.col("score_a").is_not_null()
@@ -210,7 +234,7 @@ def pairs_summary(rows: pl.LazyFrame) -> dict[str, Any]:
 def best_of(
     samples: str | Path,
     out: str | Path,
-    judge_engine: Engine | EngineSpec,
+    judge_engine: Engine | EngineSpec | None,
     *,
     template: str | list[str] = TOURNAMENT.template,
     verdict: Verdict = TOURNAMENT.verdict,
@@ -220,8 +244,14 @@ def best_of(
     resume: bool = True,
     constrain: bool = TOURNAMENT.constrain,
     quality: QualityGates = GATES,
+    verifier: str | None = TOURNAMENT.verifier,
+    tie_break: bool = TOURNAMENT.tie_break,
+    min_score: float = TOURNAMENT.min_score,
 ) -> StageResult:
-    """Tournament rejection sampling: the best of the n samples of each prompt."""
+    """Tournament rejection sampling: the best of the n samples of each prompt.
+
+    With a `verifier`, its scores decide the matches (the winner has the top score; the LLM
+    breaks ties if `tie_break`), and the winner is kept only if it scores at least `min_score`."""
     judge, store, params = _open(
         RunIO(samples, out, shard, resume),
         judge_engine,
@@ -229,8 +259,10 @@ def best_of(
         Stage.BEST_OF,
         template,
         verdict,
-        extra={"tournament_seed": seed, "quality": quality.as_dict()},
+        extra={"tournament_seed": seed, "quality": quality.as_dict()} | ({"min_score": min_score} if verifier else {}),
         constrain=constrain,
+        verifier=verifier,
+        tie_break=tie_break,
     )
     params_json = json.dumps(params, sort_keys=True)
 
@@ -242,44 +274,58 @@ def best_of(
             for m, g in zip(by_idx, groups, strict=True)
         ]
         failed: dict[int, str] = {}
+        verified: dict = {}  # each sample's verification, across the bracket's rounds
+        ties_broken = [0] * len(groups)
         while True:
             live = [(i, b) for i, b in enumerate(brackets) if not b.done and i not in failed]
             if not live:
                 break
-            triples = [
-                (by_idx[i][a]["messages"], by_idx[i][a]["response"], by_idx[i][c]["response"])
-                for i, b in live
-                for a, c in b.matches()
-            ]
-            scores = judge.judge(triples)
+            matches = [(by_idx[i][a], by_idx[i][c]) for i, b in live for a, c in b.matches()]
+            decided = judge.decide(matches, cache=verified)
             start = 0
-            for i, b in live:  # each bracket's matches are contiguous in `triples`
-                mine = scores[start : start + len(b.matches())]
+            for i, b in live:  # each bracket's matches are contiguous in `matches`
+                mine = decided[start : start + len(b.matches())]
                 start += len(mine)
-                if err := next((s.error for s in mine if s.error_kind == ErrorKind.ENGINE), None):
+                if err := next((s.error for s, _ in mine if s.error_kind == ErrorKind.ENGINE), None):
                     failed[i] = err
                 else:
-                    b.advance(mine)
-        prov = provenance(judge.engine, store, judge.template_id, params_json)
+                    ties_broken[i] += sum(1 for _, v in mine if v and v["tie_break"])
+                    b.advance([s for s, _ in mine])
+        prov = provenance(judge, store, judge.template_id, params_json)
         rows, failures = [], []
         for i, (group, b) in enumerate(zip(groups, brackets, strict=True)):
             if i in failed:
                 failures.append({"prompt_id": group[0]["prompt_id"], "error": failed[i]})
                 continue
             win = by_idx[i][b.winner]
+            kind, reason = ErrorKind.QUALITY, quality.check(win["response"], finish_reason=win["finish_reason"])
+            verification = None
+            if judge.verifier is not None:
+                checked = {idx: verified.get((win["prompt_id"], idx)) for idx in sorted(by_idx[i])}
+                verification = {str(k): v.record() for k, v in checked.items() if v is not None}
+                verification["tie_break"] = ties_broken[i]
+                best = checked.get(b.winner)
+                if best is None:  # a single candidate meets no match: check it here
+                    best = checked[b.winner] = verify_row(judge.verifier, win)
+                    verification[str(b.winner)] = best.record()
+                if best.score is None or best.score < min_score:
+                    kind, reason = ErrorKind.FILTER, _verifier_reason(best, min_score)
             rows.append(
                 {
                     "prompt_id": win["prompt_id"],
                     "messages": win["messages"],
                     "source_id": win.get("source_id"),
+                    "verifiable": win.get("verifiable"),
                     "winner_idx": b.winner,
                     "response": win["response"],
                     "num_candidates": len(group),
                     "judgments": b.judgments,
                     "bracket": json.dumps(b.record),
+                    "verifier": judge.verifier.name if judge.verifier else None,
+                    "verification": verification and json.dumps(verification),
                     "policy_model": win["model"],
                     "source_run_id": win["run_id"],
-                    **rejection(ErrorKind.QUALITY, quality.check(win["response"], finish_reason=win["finish_reason"])),
+                    **rejection(kind, reason),
                     **prov,
                 }
             )

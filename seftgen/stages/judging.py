@@ -21,8 +21,10 @@ from typing import Any
 from seftgen.choices import ErrorKind, Verdict
 from seftgen.engines.base import Engine, Messages, SamplingConfig
 from seftgen.errors import UserError
+from seftgen.provenance import template_hash
 from seftgen.stages.common import constrained
 from seftgen.stages.parsing import parse_verdict
+from seftgen.stages.verifiers import Verification, Verifier, verify_row
 from seftgen.templates import PromptTemplate, instruction_text
 
 RATIONALE_PARAMS = SamplingConfig(temperature=0.0, max_tokens=256)
@@ -297,3 +299,91 @@ class Bracket:
     @property
     def judgments(self) -> int:
         return sum(1 for r in self.record if "winner" in r)
+
+
+def verifier_pair(a: Verification, b: Verification) -> PairScore:
+    """A pair decided by two samples' verifier scores: score_a = 0.5 + (score(a) - score(b)) / 2,
+    the same for both orders (a program has no position bias). A sample with nothing checked
+    (no facts, or its check failed) ranks below any score; equal scores are a tie (margin 0)."""
+    sa = -1.0 if a.score is None else a.score
+    sb = -1.0 if b.score is None else b.score
+    score_a = round(min(1.0, max(0.0, 0.5 + (sa - sb) / 2)), 4)
+    return PairScore(score_a, score_a, score_a, True, round(abs(2 * score_a - 1), 4))
+
+
+Row = dict[str, Any]
+
+
+@dataclass
+class PairJudge:
+    """What decides a pair of sample rows: an LLM panel, a verifier, or a verifier whose ties
+    (both samples pass, or both fail alike) the panel breaks. `judge` and `best-of` use it."""
+
+    panel: Panel | None
+    verifier: Verifier | None = None
+
+    def __post_init__(self) -> None:
+        if self.panel is None and self.verifier is None:
+            raise UserError("give a judge model, or a verifier", param="model")
+
+    @property
+    def engine(self) -> Engine | None:
+        return None if self.panel is None else self.panel.engine
+
+    @property
+    def model(self) -> str:
+        return self.panel.engine.model if self.panel is not None else f"verifier:{self.verifier.name}"  # type: ignore[union-attr]
+
+    @property
+    def kind(self) -> str:
+        return self.panel.engine.kind if self.panel is not None else "none"
+
+    @property
+    def seed(self) -> int | None:
+        return self.panel.engine.seed if self.panel is not None else None
+
+    @property
+    def template_id(self) -> str:
+        return self.panel.template_id if self.panel is not None else template_hash(f"verifier:{self.verifier.name}")  # type: ignore[union-attr]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        out = {} if self.panel is None else dict(self.panel.settings)
+        if self.verifier is not None:
+            out |= {"verifier": self.verifier.name, "tie_break": self.panel is not None}
+        return out
+
+    def decide(
+        self, pairs: list[tuple[Row, Row]], keys: list[str] | None = None, cache: dict | None = None
+    ) -> list[tuple[PairScore, dict[str, Any] | None]]:
+        """One (score, verification record) per pair of sample rows. `cache` keeps each sample's
+        verification across calls (a tournament's rounds meet a sample again)."""
+        triples = [(a["messages"], a["response"], b["response"]) for a, b in pairs]
+        if self.verifier is None:
+            return [(s, None) for s in self.panel.judge(triples, keys)]  # type: ignore[union-attr]
+        cache = {} if cache is None else cache
+
+        def check(row: Row) -> Verification:
+            key = (row["prompt_id"], row["sample_idx"])
+            if key not in cache:
+                cache[key] = verify_row(self.verifier, row)  # type: ignore[arg-type]
+            return cache[key]
+
+        scores = [verifier_pair(check(a), check(b)) for a, b in pairs]
+        ties = [i for i, s in enumerate(scores) if s.margin == 0] if self.panel is not None else []
+        if ties:
+            broken = self.panel.judge(  # type: ignore[union-attr]
+                [triples[i] for i in ties], None if keys is None else [keys[i] for i in ties]
+            )
+            for i, s in zip(ties, broken, strict=True):
+                scores[i] = s
+        tied = set(ties)
+        records = [
+            {
+                str(a["sample_idx"]): check(a).record(),
+                str(b["sample_idx"]): check(b).record(),
+                "tie_break": i in tied,
+            }
+            for i, (a, b) in enumerate(pairs)
+        ]
+        return list(zip(scores, records, strict=True))

@@ -21,7 +21,7 @@ from seftgen.console import stage_progress
 from seftgen.engines.base import Engine
 from seftgen.errors import UserError
 from seftgen.io.store import RunStore, Shard, check_out_dir, load_manifest, part_files
-from seftgen.stages.common import StageResult, chunked
+from seftgen.stages.common import Producer, StageResult, chunked
 from seftgen.templates import PromptTemplate
 
 T = TypeVar("T")
@@ -185,16 +185,17 @@ def source_info(run_dir: str | Path, table: str, out: str | Path) -> dict[str, A
 
 
 def downstream_config(
-    source: dict[str, Any], engine: Engine, template: PromptTemplate, params: Any, **extra: Any
+    source: dict[str, Any], engine: Producer, template: PromptTemplate | None, params: Any, **extra: Any
 ) -> dict[str, Any]:
-    """The settings of a stage that reads a run: what resume compares and the manifest records."""
+    """The settings of a stage that reads a run: what resume compares and the manifest records
+    (`template` None: no prompt template, as for a verifier judge)."""
     return {
         "source": source["path"],
         "source_run_id": source["run_id"],
         "model": engine.model,
         "engine": engine.kind,
-        "template": template.name,
-        "template_hash": template.hash,
+        "template": template.name if template else None,
+        "template_hash": template.hash if template else None,
         "params": params,
         "seed": engine.seed,
         **extra,

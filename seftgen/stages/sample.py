@@ -104,6 +104,7 @@ def sample(
                         "prompt_id": prompt.prompt_id,
                         "messages": prompt.messages,
                         "source_id": prompt.source_id,
+                        "verifiable": prompt.verifiable,
                         "sample_idx": idx,
                         "response": completion.text,
                         "prompt_tokens": gen.prompt_tokens,
