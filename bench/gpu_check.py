@@ -12,7 +12,10 @@ It prints one table:
   start.
 - eager against CUDA graphs: raw `LLM.chat` decode tokens/s of the same greedy requests with
   `enforce_eager=True` and with vLLM's default (graphs), and each engine's start-up seconds.
-- `--data-parallel`: not in seftgen yet (issue 25); the row says so.
+- `--data-parallel` over every visible GPU (2 or more): `seftgen sample` of the same prompts in one
+  process and as one worker per GPU, the wall time of each and whether the merged run holds the
+  same (prompt, sample) keys. Skipped with fewer than 2 GPUs; `tests/test_parallel.py` runs two
+  CPU workers in the suite.
 
 On a CPU the round runs with the policy forced (`SEFTGEN_RESIDENCY=exclusive`) and the graphs row
 is skipped (the CPU backend has none); `tests/test_residency.py` runs that part in the suite.
@@ -98,6 +101,37 @@ def graphs_rows(args: Any) -> list[tuple[str, str]]:
     return rows
 
 
+def data_parallel_rows(model: Path, workdir: Path, gpus: int) -> list[tuple[str, str]]:
+    """`seftgen sample` in one process, then with `--data-parallel <gpus>`: wall times, same keys."""
+    if gpus < 2:
+        return [("--data-parallel over every GPU", f"skipped: {gpus} GPUs visible (needs 2 or more)")]
+    from seftgen.io.store import read_run
+
+    argv = [
+        *(sys.executable, "-m", "seftgen.cli.app", "sample", str(REPO / "data" / "demo" / "prompts.jsonl")),
+        *("-m", str(model), "--limit", "128", "-n", "4", "--max-tokens", "128", "--batch-size", "128"),
+    ]
+    took, keys = {}, {}
+    for n in (1, gpus):
+        out = workdir / f"dp-{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(out.with_name(f"{out.name}.shards"), ignore_errors=True)
+        began = time.monotonic()
+        cmd = [*argv, "-o", str(out), "--data-parallel", str(n)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        took[n] = time.monotonic() - began
+        if proc.returncode != 0:
+            return [(f"--data-parallel {n}", f"FAILED: {proc.stderr[-300:]}")]
+        keys[n] = sorted(read_run(out).select("prompt_id", "sample_idx").iter_rows())
+    return [
+        ("--data-parallel, 1 process", f"{took[1]:.0f} s (128 prompts x 4 samples, with start-up)"),
+        (
+            f"--data-parallel {gpus}",
+            f"{took[gpus]:.0f} s ({took[1] / took[gpus]:.2f}x); same keys: {keys[1] == keys[gpus]}",
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Print the table; return its rows and the round's result (`residency_round`)."""
     quiet()
@@ -124,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ("  round wall time", f"{done['total_s']} s"),
     ]
     rows += graphs_rows(args)
-    rows.append(("--data-parallel over every GPU", "not in seftgen yet (issue 25)"))
+    rows += data_parallel_rows(model, workdir, visible_gpus() if accelerator() == "cuda" else 0)
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     return {"rows": dict(rows), "round": done}

@@ -48,6 +48,7 @@ def test_a_seft_round_closes_the_policy_engine_before_the_reviser_starts(
     assert state["previous_alive"] == []  # none of them ran when the reviser's engine started
     assert done["release_s"] == waited >= 0 and rows["two-engine SEFT round"] == "ok"
     assert rows["  first engine alive at second start"] == "False" and "skipped" in rows["eager vs CUDA graphs"]
+    assert rows["--data-parallel over every GPU"].startswith("skipped: 0 GPUs")  # test_parallel.py runs it on CPU
     assert "two-engine SEFT round" in capsys.readouterr().out  # the table
     revised = read_run(done["round"] / "revised")
     assert revised.height == 3 and (revised["model"] == str(reviser)).all()

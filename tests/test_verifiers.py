@@ -161,6 +161,10 @@ def test_cli_verifier_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert "--verifier" in err and "Traceback" not in err
     assert not (tmp_path / "b").exists()
+    with pytest.raises(SystemExit) as done:
+        main(["judge", str(samples), "-o", str(tmp_path / "p"), "--tie-break"])
+    assert done.value.code == 2 and "--tie-break: only breaks a verifier" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
 
 
 @pytest.mark.engine

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,6 +15,7 @@ from seftgen.cli.options import (
     SAMPLING,
     SAMPLING_DEFAULTS,
     BatchSizeOpt,
+    DataParallelOpt,
     GateOpt,
     KeepTruncatedOpt,
     LimitOpt,
@@ -40,12 +42,35 @@ from seftgen.evaluation.evaluate import evaluate
 from seftgen.evaluation.stats import headline
 from seftgen.io.readers import PromptColumns
 from seftgen.io.store import Shard
+from seftgen.stages.common import StageResult
 from seftgen.stages.config import BENCHMARK, CRITIQUE, EVALUATE, JUDGE, REVISE, SAMPLE, TOURNAMENT
 from seftgen.stages.judge import best_of, judge_pairs
 from seftgen.stages.revise import SRT_BATCH_SIZE, revise_seft, revise_self, revise_srt
 from seftgen.stages.sample import sample
 
 # The library's defaults (seftgen.stages.config), shown and used by the options below.
+
+
+def run_stage(
+    fn: Callable[..., StageResult],
+    source: str | Path,
+    out: Path,
+    spec: EngineSpec | None,
+    *,
+    data_parallel: int,
+    shard: str | None,
+    **kwargs: Any,
+) -> StageResult:
+    """One stage, in this process (on `--shard i/N` of the input) or as `--data-parallel N` workers."""
+    if data_parallel == 1 or spec is None:  # a verifier alone loads no model: nothing to spread
+        return fn(source, out, spec, shard=Shard.parse(shard), **kwargs)
+    if shard:
+        raise UserError("give --shard or --data-parallel, not both (--data-parallel shards the input itself)")
+    if spec.kind != EngineKind.VLLM:
+        raise UserError("--data-parallel runs local vLLM engines; an API engine scales with --concurrency")
+    from seftgen.stages.parallel import run_data_parallel
+
+    return run_data_parallel(fn, source, out, spec, data_parallel, **kwargs)
 
 
 ConstrainOpt = Annotated[
@@ -91,6 +116,7 @@ def sample_cmd(
         ),
     ] = False,
     shard: ShardOpt = None,
+    data_parallel: DataParallelOpt = 1,
     resume: ResumeOpt = True,
     *,
     spec: EngineSpec,
@@ -104,16 +130,20 @@ def sample_cmd(
       seftgen sample prompts.parquet --messages-column messages -o out --shard 0/8
 
       seftgen sample prompts.jsonl -o out --engine openai --base-url http://127.0.0.1:8000/v1 -m my-model
+
+      seftgen sample prompts.jsonl -o out -m Qwen/Qwen2.5-7B-Instruct --data-parallel 8   # every GPU of a node
     """
-    result = sample(
+    result = run_stage(
+        sample,
         source,
         out,
         spec,
+        data_parallel=data_parallel,
+        shard=shard,
         columns=PromptColumns(prompt=prompt_column, messages=messages_column, system=system),
         params=sampling(n, temperature, top_p, max_tokens, stop),
         limit=limit,
         batch_size=batch_size,
-        shard=Shard.parse(shard),
         self_refine=self_refine,
         resume=resume,
     )
@@ -193,6 +223,7 @@ def revise_cmd(
     keep_truncated: KeepTruncatedOpt = False,
     gate: GateOpt = None,
     shard: ShardOpt = None,
+    data_parallel: DataParallelOpt = 1,
     resume: ResumeOpt = True,
     *,
     spec: EngineSpec,
@@ -225,14 +256,29 @@ def revise_cmd(
     given["quality"] = quality_gates(keep_truncated, gate)
     if reviser is not None:
         params = REVISE.params if max_tokens is None else replace(REVISE.params, max_tokens=max_tokens)
-        result = revise_seft(
-            samples, out, replace(spec, model=reviser), params=params, shard=Shard.parse(shard), resume=resume, **given
+        result = run_stage(
+            revise_seft,
+            samples,
+            out,
+            replace(spec, model=reviser),
+            data_parallel=data_parallel,
+            shard=shard,
+            params=params,
+            resume=resume,
+            **given,
         )
     elif self_critic is not None:
         if max_tokens is not None:
             given["max_tokens"] = max_tokens
-        result = revise_self(
-            samples, out, replace(spec, model=self_critic), shard=Shard.parse(shard), resume=resume, **given
+        result = run_stage(
+            revise_self,
+            samples,
+            out,
+            replace(spec, model=self_critic),
+            data_parallel=data_parallel,
+            shard=shard,
+            resume=resume,
+            **given,
         )
     else:
         if max_tokens is not None:
@@ -300,6 +346,7 @@ def judge_cmd(
     verifier: VerifierOpt = JUDGE.verifier,
     tie_break: TieBreakOpt = JUDGE.tie_break,
     shard: ShardOpt = None,
+    data_parallel: DataParallelOpt = 1,
     resume: ResumeOpt = True,
     *,
     spec: EngineSpec,
@@ -317,10 +364,13 @@ def judge_cmd(
       seftgen judge runs/r1/samples -o runs/r1/pairs --min-margin 0.1 --require-consistent
       seftgen judge runs/r1/samples -o runs/r1/pairs --verifier instructions
     """
-    result = judge_pairs(
+    result = run_stage(
+        judge_pairs,
         samples,
         out,
         _judge_spec(spec, verifier, tie_break),
+        data_parallel=data_parallel,
+        shard=shard,
         verifier=verifier,
         tie_break=tie_break,
         template=_templates(template),
@@ -330,7 +380,6 @@ def judge_cmd(
         batch_size=batch_size,
         constrain=constrain,
         quality=quality_gates(keep_truncated, gate),
-        shard=Shard.parse(shard),
         resume=resume,
     )
     report(result, "judge")
@@ -351,6 +400,7 @@ def best_of_cmd(
     gate: GateOpt = None,
     verifier: VerifierOpt = TOURNAMENT.verifier,
     tie_break: TieBreakOpt = TOURNAMENT.tie_break,
+    data_parallel: DataParallelOpt = 1,
     min_score: Annotated[
         float,
         typer.Option(
@@ -376,10 +426,13 @@ def best_of_cmd(
       seftgen instruct prompts.jsonl -o ip.jsonl && seftgen sample ip.jsonl -o runs/s -n 4
       seftgen best-of runs/s -o runs/best --verifier instructions
     """
-    result = best_of(
+    result = run_stage(
+        best_of,
         samples,
         out,
         _judge_spec(spec, verifier, tie_break),
+        data_parallel=data_parallel,
+        shard=shard,
         verifier=verifier,
         tie_break=tie_break,
         min_score=min_score,
@@ -389,7 +442,6 @@ def best_of_cmd(
         batch_size=batch_size,
         constrain=constrain,
         quality=quality_gates(keep_truncated, gate),
-        shard=Shard.parse(shard),
         resume=resume,
     )
     report(result, "best-of")

@@ -192,6 +192,16 @@ ShardOpt = Annotated[
         rich_help_panel=RUN,
     ),
 ]
+DataParallelOpt = Annotated[
+    int,
+    typer.Option(
+        "--data-parallel",
+        min=1,
+        help="N worker processes, each with its own engine on its own GPUs (--tensor-parallel each) and a "
+        "shard of the input, merged at the end; a rerun resumes every shard. Local vLLM only.",
+        rich_help_panel=ENGINE,
+    ),
+]
 BatchSizeOpt = Annotated[
     int, typer.Option("--batch-size", min=1, help="Prompts per engine call and per part file.", rich_help_panel=RUN)
 ]

@@ -58,6 +58,8 @@ def _open(
     samples, out, shard, resume = io.source, io.out, io.shard, io.resume
     verdict = choice(Verdict, verdict, "verdict")
     source = source_info(samples, "samples", out)
+    if tie_break and not verifier:
+        raise UserError("only breaks a verifier's ties: give a verifier too", param="tie_break")
     check = load_verifier(verifier) if verifier else None
     names = [template] if isinstance(template, str) else list(template)
     if not names:
@@ -187,7 +189,8 @@ def judge_pairs(
         label="judge",
         tokens_of=lambda _: 0,
     )
-    return finish(store, result, pairs_summary(scan_run(out)))
+    summary = pairs_summary(scan_run(out))
+    return finish(store, result, summary | ({"verifier": judge.verifier.name} if judge.verifier else {}))
 
 
 def _filter_reason(s: PairScore, min_margin: float, require_consistent: bool) -> str | None:
@@ -346,4 +349,6 @@ def best_of(
     stats = rows.select(pl.len().alias("prompts"), pl.col("judgments").sum(), pl.col("kept").sum()).collect()
     prompts, judgments, kept = stats.row(0)
     summary = {"prompts": prompts, "judgments": int(judgments or 0), "kept": int(kept or 0), "gates": gate_counts(rows)}
+    if judge.verifier is not None:
+        summary["verifier"] = judge.verifier.name
     return finish(store, result, summary)

@@ -1,0 +1,95 @@
+"""`--data-parallel N`: device slices (forced for GPUs), and on this CPU two real engines in two
+worker processes, each pinned to its own core with half the memory share, killed with SIGKILL of
+the parent (no worker or engine survives), then resumed and merged into a run equal in keys to a
+one-process run."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DEMO_PROMPTS, run_cli
+
+from seftgen.engines.base import SamplingConfig
+from seftgen.errors import UserError
+from seftgen.io.store import load_manifest, read_run
+from seftgen.stages.parallel import shard_dir, slices
+from seftgen.stages.sample import sample
+from seftgen.watchdog import _alive, _children, _descendants
+
+
+def test_gpu_slices_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEFTGEN_DEVICE", "cuda")  # forced: this machine has no GPU
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6,7")
+    assert [s.gpus for s in slices(2, tensor_parallel=2)] == [("3", "5"), ("6", "7")]
+    assert [s.env() for s in slices(4)] == [{"CUDA_VISIBLE_DEVICES": d} for d in ("3", "5", "6", "7")]
+    with pytest.raises(UserError, match="needs 6 GPUs; 4 visible"):
+        slices(3, tensor_parallel=2)
+
+
+def test_cpu_slices_split_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEFTGEN_DEVICE", "cpu")
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1, 2, 3, 4})
+    assert [s.cores for s in slices(2)] == [(0, 1), (2, 3)] and slices(2)[0].env() == {}
+    with pytest.raises(UserError, match="needs 6 cores"):
+        slices(6)
+
+
+def _spawned(parent: int) -> dict[int, str]:
+    """The parent's data-parallel workers (its multiprocessing spawn children; their engines'
+    EngineCores are spawned too, one level down), by pid: their cores."""
+    found = {}
+    for pid in _children(parent):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if b"multiprocessing.spawn" in cmdline and b"seftgen.watchdog" not in cmdline:
+            found[pid] = next(line.split()[1] for line in status.splitlines() if line.startswith("Cpus_allowed_list"))
+    return found
+
+
+@pytest.mark.engine
+def test_two_workers_killed_then_resumed_equal_one_process(engine, tmp_path: Path) -> None:
+    reference = tmp_path / "one"
+    params = SamplingConfig(n=2, max_tokens=8)
+    assert sample(str(DEMO_PROMPTS), reference, engine, params=params, limit=8, batch_size=1).ok
+    out = tmp_path / "dp"
+    argv = [
+        *("sample", str(DEMO_PROMPTS), "-o", str(out), "--limit", "8", "-n", "2", "--max-tokens", "8"),
+        *("--batch-size", "1", "--data-parallel", "2", "--memory-share", "0.3"),
+    ]
+    log = tmp_path / "dp.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "seftgen.cli.app", *argv], stdout=sink, stderr=subprocess.STDOUT)
+    workers: dict[int, str] = {}
+    deadline = time.monotonic() + 120
+    while sorted(workers.values()) != ["0", "1"] and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)  # a worker pins itself first thing after it starts
+        workers = _spawned(proc.pid)
+    assert sorted(workers.values()) == ["0", "1"], (workers, log.read_text()[-2000:])  # one core each
+    time.sleep(15)  # engines starting or decoding: a kill lands mid-run
+    tree = _descendants([proc.pid], skip=-1)
+    assert proc.poll() is None, log.read_text()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    gone_by = time.monotonic() + 20
+    while _alive(tree) and time.monotonic() < gone_by:
+        time.sleep(0.2)
+    assert not _alive(tree), f"outlived the parent: {sorted(_alive(tree))}"
+    assert not out.exists()  # nothing merged from a half-done run
+    # The rerun resumes each shard and merges them: the same rows as one process wrote.
+    assert run_cli(*argv) == 0
+    keys = sorted(read_run(out).select("prompt_id", "sample_idx").iter_rows())
+    assert keys == sorted(read_run(reference).select("prompt_id", "sample_idx").iter_rows())
+    manifest = load_manifest(out)
+    assert len(manifest.merged_from) == 2 and manifest.rows == len(keys)
+    assert {m["shard"]["index"] for m in manifest.merged_from} == {0, 1}
+    assert all(load_manifest(shard_dir(out, i, 2)).shard == {"index": i, "count": 2} for i in range(2))
+    assert run_cli(*argv) == 0  # a rerun of a complete run rebuilds the same merged run
+    assert sorted(read_run(out).select("prompt_id", "sample_idx").iter_rows()) == keys
