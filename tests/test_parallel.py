@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 from conftest import DEMO_PROMPTS, run_cli
+from test_verifiers import _row, _samples
 
+from seftgen.cli.app import main
 from seftgen.engines.base import SamplingConfig
 from seftgen.errors import UserError
 from seftgen.io.store import load_manifest, read_run
@@ -93,3 +95,18 @@ def test_two_workers_killed_then_resumed_equal_one_process(engine, tmp_path: Pat
     assert all(load_manifest(shard_dir(out, i, 2)).shard == {"index": i, "count": 2} for i in range(2))
     assert run_cli(*argv) == 0  # a rerun of a complete run rebuilds the same merged run
     assert sorted(read_run(out).select("prompt_id", "sample_idx").iter_rows()) == keys
+
+
+def test_cli_refuses_data_parallel_it_cannot_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An API critic scales with --concurrency, and --shard and --data-parallel both shard: exit 2, nothing written."""
+    samples = _samples(tmp_path / "s", [_row("p1", 0, "a", None), _row("p1", 1, "b", None)])
+    refused = {
+        "an API engine scales with --concurrency": ("--critic", "openai", "-m", "critic", "--data-parallel", "2"),
+        "not both": ("--reviser", str(tmp_path), "--data-parallel", "2", "--shard", "0/2"),
+    }
+    for message, args in refused.items():
+        with pytest.raises(SystemExit) as done:
+            main(["revise", str(samples), "-o", str(tmp_path / "r"), *args])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and message in err and "Traceback" not in err
+        assert not (tmp_path / "r").exists()

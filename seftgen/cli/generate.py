@@ -254,44 +254,19 @@ def revise_cmd(
     given = {k: v for k, v in {"template": template, "batch_size": batch_size}.items() if v is not None}
     given["constrain"] = constrain
     given["quality"] = quality_gates(keep_truncated, gate)
+    fn: Callable[..., StageResult]
     if reviser is not None:
-        params = REVISE.params if max_tokens is None else replace(REVISE.params, max_tokens=max_tokens)
-        result = run_stage(
-            revise_seft,
-            samples,
-            out,
-            replace(spec, model=reviser),
-            data_parallel=data_parallel,
-            shard=shard,
-            params=params,
-            resume=resume,
-            **given,
-        )
-    elif self_critic is not None:
-        if max_tokens is not None:
-            given["max_tokens"] = max_tokens
-        result = run_stage(
-            revise_self,
-            samples,
-            out,
-            replace(spec, model=self_critic),
-            data_parallel=data_parallel,
-            shard=shard,
-            resume=resume,
-            **given,
-        )
+        given["params"] = REVISE.params if max_tokens is None else replace(REVISE.params, max_tokens=max_tokens)
+        fn, stage_spec = revise_seft, replace(spec, model=reviser)
     else:
         if max_tokens is not None:
             given["max_tokens"] = max_tokens
-        result = revise_srt(
-            samples,
-            out,
-            replace(spec, kind=critic),
-            score_template=score_template,
-            shard=Shard.parse(shard),
-            resume=resume,
-            **given,
-        )
+        if self_critic is not None:
+            fn, stage_spec = revise_self, replace(spec, model=self_critic)
+        else:
+            fn, stage_spec = revise_srt, replace(spec, kind=critic)
+            given["score_template"] = score_template
+    result = run_stage(fn, samples, out, stage_spec, data_parallel=data_parallel, shard=shard, resume=resume, **given)
     report(result, "revise")
 
 
