@@ -12,13 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_PROMPTS, run_cli
+import yaml
+from conftest import DEMO_PROMPTS, REPO, run_cli
 from test_verifiers import _row, _samples
 
 from seftgen.cli.app import main
 from seftgen.engines.base import SamplingConfig
 from seftgen.errors import UserError
-from seftgen.io.store import load_manifest, read_run
+from seftgen.io.store import Shard, load_manifest, read_run
+from seftgen.provenance import shard_of
+from seftgen.rounds.recipe import RoundStage
 from seftgen.stages.parallel import shard_dir, slices
 from seftgen.stages.sample import sample
 from seftgen.watchdog import _alive, _children, _descendants
@@ -110,3 +113,45 @@ def test_cli_refuses_data_parallel_it_cannot_run(tmp_path: Path, capsys: pytest.
         err = capsys.readouterr().err
         assert done.value.code == 2 and message in err and "Traceback" not in err
         assert not (tmp_path / "r").exists()
+
+
+def test_shard_parts_split_exactly_their_shard() -> None:
+    ids = [f"{i:08x}" + "0" * 8 for i in range(0, 4000, 7)]
+    outer = Shard(1, 3)
+    mine = {p for p in ids if shard_of(p, outer.count) == outer.index}
+    parts = [outer.part(i, 2) for i in range(2)]
+    got = [{p for p in ids if shard_of(p, s.count) == s.index} for s in parts]
+    assert parts == [Shard(1, 6), Shard(4, 6)] and got[0] | got[1] == mine and not got[0] & got[1]
+
+
+@pytest.mark.engine
+def test_a_round_spreads_its_model_stages(engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`round --data-parallel 2`: the round's share of the prompts (split_rounds 2: shard 0/2) is
+    cut again for two workers (parts 0/4 and 2/4); the merged samples are that shard, with the
+    keys of a one-process round, and the same round rerun in one process resumes them."""
+    from test_round import tiny
+
+    from seftgen.rounds import load_recipe, run_round
+
+    shipped = tiny("self-judge-verifier", tmp_path)
+    recipe_data = yaml.safe_load(shipped.read_text())
+    recipe_data["prompts"] |= {"limit": 12, "split_rounds": 2}
+    recipe_data["sample"] |= {"n": 2, "max_tokens": 8}
+    recipe_data["eval"] = None
+    shipped.write_text(yaml.safe_dump(recipe_data))
+    recipe = load_recipe(str(shipped), REPO)
+    one = run_round(recipe, tmp_path / "one", 1)  # the session's engine, in this process
+    monkeypatch.setenv("SEFTGEN_MEMORY_SHARE", "0.3")  # of ALL RAM on CPU: 0.15 for each worker
+    work = tmp_path / "dp"
+    assert run_cli("round", shipped, "--workdir", work, "--base-dir", REPO, "--data-parallel", "2") == 0
+    monkeypatch.delenv("SEFTGEN_MEMORY_SHARE")
+    samples = work / "round-1" / "samples"
+    key = ["prompt_id", "sample_idx"]
+    assert sorted(read_run(samples).select(key).iter_rows()) == sorted(
+        read_run(one.dir / "samples").select(key).iter_rows()
+    )
+    assert load_manifest(samples).shard == {"index": 0, "count": 2}
+    assert [load_manifest(shard_dir(samples, i, 2)).shard["index"] for i in range(2)] == [0, 2]
+    assert read_run(work / "round-1" / "best-of").height == read_run(one.dir / "best-of").height
+    again = run_round(recipe, work, 1)  # one process: the merged run resumes as the round's shard
+    assert again.stages[RoundStage.SAMPLE].written == 0 and again.stages[RoundStage.SAMPLE].resumed > 0

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from seftgen.choices import TrainKind
+from seftgen.cli.options import DataParallelOpt
 from seftgen.console import console, warn
 from seftgen.io.workdir import PLAN
 
@@ -120,6 +121,7 @@ def round_cmd(
             help="Print every training command (launcher, arguments, processes, effective batch) and run nothing.",
         ),
     ] = False,
+    data_parallel: DataParallelOpt = 1,
 ) -> None:
     """Run rounds of a recipe: data stages, axolotl configs, and with [bold]--train[/] the training.
 
@@ -135,6 +137,8 @@ def round_cmd(
       seftgen round self-judge --round 1 --workdir runs/sj      # configs only
 
       seftgen round seft --rounds 1-3 --preset gpu-fsdp --launcher-args '--num_processes 8' --dry-run
+
+      seftgen round self-judge --rounds 1-2 --train --data-parallel 8   # 8 GPUs: one engine each per model stage
     """
     import shlex
 
@@ -149,6 +153,7 @@ def round_cmd(
         launcher_args=shlex.split(launcher_args) if launcher_args is not None else None,
         notify=lambda text: console.print(f"[dim]·[/] {text}"),
         on_step=line.update,
+        data_parallel=data_parallel,
     )
     loaded = load_recipe(recipe, base_dir)
     if dry_run:

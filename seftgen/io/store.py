@@ -60,6 +60,11 @@ class Shard:
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
+    def part(self, i: int, n: int) -> Shard:
+        """Part i of n of this shard. A prompt is in shard (r, R) when its id's number h has
+        h mod R = r; the n parts are h mod nR = r + iR, which split exactly those prompts."""
+        return Shard(self.index + self.count * i, self.count * n)
+
 
 @dataclass(frozen=True)
 class Holdout:
@@ -302,8 +307,13 @@ def check_out_dir(root: Path) -> None:
             break
 
 
-def merge_runs(run_dirs: list[str | Path], out: str | Path, allow_partial: bool = False) -> Manifest:
-    """Join the shards of one run (same stage and settings) into one run folder."""
+def merge_runs(
+    run_dirs: list[str | Path], out: str | Path, allow_partial: bool = False, of: Shard = Shard()
+) -> Manifest:
+    """Join the shards of one run (same stage and settings) into one run folder.
+
+    `of`: the shard these are the parts of (`Shard.part`; a round's share of the prompts, cut
+    again by `--data-parallel`); the merged run is that shard, so it resumes as one."""
     if not run_dirs:
         raise UserError("give at least one run folder to merge")
     manifests = [load_manifest(d) for d in run_dirs]
@@ -313,9 +323,10 @@ def merge_runs(run_dirs: list[str | Path], out: str | Path, allow_partial: bool 
             raise UserError("run settings differ from the first folder's; only shards of one run merge", file=d)
     counts = {m.shard["count"] for m in manifests}
     indexes = sorted({m.shard["index"] for m in manifests})
-    if len(counts) != 1:
+    if len(counts) != 1 or next(iter(counts)) % of.count:
         raise UserError("shards were cut with different N")
-    missing = sorted(set(range(counts.pop())) - set(indexes))
+    count = counts.pop()
+    missing = sorted({of.part(i, count // of.count).index for i in range(count // of.count)} - set(indexes))
     if missing and not allow_partial:
         raise UserError(f"shards {missing} are missing", hint="`allow_partial` merges anyway")
     out = Path(out)
@@ -335,6 +346,7 @@ def merge_runs(run_dirs: list[str | Path], out: str | Path, allow_partial: bool 
         first.stage,
         first.config,
         first.config_hash,
+        dict(of.__dict__),
         seftgen_version=first.seftgen_version,
         status=RunStatus.PARTIAL if missing else RunStatus.COMPLETE,
         rows=pl.scan_parquet(target).select(pl.len()).collect().item(),

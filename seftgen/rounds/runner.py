@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from seftgen.engines import EngineSpec, cached_engines, release_engines
+from seftgen.engines import EngineKind, EngineSpec, cached_engines, release_engines
 from seftgen.engines.base import SamplingConfig
 from seftgen.errors import UserError
 from seftgen.export.axolotl import ExportResult, export_axolotl
@@ -50,6 +50,7 @@ from seftgen.rounds.refs import ModelRef, RefKind, is_trained
 from seftgen.stages.build_data import build_jsft_data, build_reviser_data
 from seftgen.stages.common import StageResult
 from seftgen.stages.judge import best_of, judge_pairs
+from seftgen.stages.parallel import run_data_parallel
 from seftgen.stages.revise import revise_seft, revise_self, revise_srt
 from seftgen.stages.sample import sample
 from seftgen.training.env import Axolotl, find_axolotl
@@ -59,7 +60,10 @@ from seftgen.training.run import TrainResult, effective_batch, train, train_comm
 Notify = Callable[[str], None]
 StepProgress = Callable[[str, int, int, float | None], None]
 T = TypeVar("T")
-ModelStage = tuple[RoundStage, StageModel | None, Callable[[EngineSpec | None, Path], StageResult]]
+StageFn = Callable[..., StageResult]  # fn(source, out, engine, **settings), as every stage is called
+# A model stage of the round: its name, its model (None: a verifier alone), the stage function and
+# its settings (picklable: `--data-parallel` sends them to worker processes).
+ModelStage = tuple[RoundStage, StageModel | None, StageFn, dict[str, Any]]
 
 
 @dataclass
@@ -72,6 +76,7 @@ class RoundOptions:
     launcher_args: list[str] | None = None  # overrides the recipe's training.launcher_args
     notify: Notify | None = None  # one line per phase
     on_step: StepProgress | None = None  # training progress (step, steps, loss)
+    data_parallel: int = 1  # model stages on a local vLLM engine run as N workers (`stages/parallel.py`)
 
 
 @dataclass
@@ -267,7 +272,8 @@ class Round:
         spec = engine_for(recipe, StageModel(), self.policy)
         self.result.stages[RoundStage.SAMPLE] = self.timed(
             RoundStage.SAMPLE,
-            lambda: sample(
+            lambda: self.spread(
+                sample,
                 recipe.resolve(recipe.prompts.source),
                 out,
                 spec,
@@ -284,7 +290,8 @@ class Round:
 
     def model_stages(self) -> bool:
         """The recipe's model stages in order; False when one needs a model not trained yet."""
-        for name, stage_model, run in _model_stages(self.recipe, self.outputs[RoundStage.SAMPLE]):
+        samples = self.outputs[RoundStage.SAMPLE]
+        for name, stage_model, fn, settings in _model_stages(self.recipe):
             if stage_model is None:  # a verifier alone: no model
                 spec = None
                 self.say(f"round {self.k}: {name} with a verifier")
@@ -294,7 +301,9 @@ class Round:
                     return False
                 self.say(f"round {self.k}: {name} with {spec.model}")
             out = self.outputs[name] = self.work.stage_dir(self.k, name.folder)
-            self.result.stages[name] = self.timed(name, lambda run=run, spec=spec, out=out: run(spec, out))
+            self.result.stages[name] = self.timed(
+                name, lambda fn=fn, spec=spec, out=out, kw=settings: self.spread(fn, samples, out, spec, **kw)
+            )
         return True
 
     def late_training(self, steps: list[TrainStep]) -> None:
@@ -332,7 +341,8 @@ class Round:
         self.say(f"round {self.k}: stage-2 prompts answered by {spec.model}")
         self.result.stages[RoundStage.SELF_SAMPLES] = self.timed(
             RoundStage.SELF_SAMPLES,
-            lambda: sample(
+            lambda: self.spread(
+                sample,
                 source,
                 samples,
                 spec,
@@ -347,7 +357,8 @@ class Round:
         self.say(f"round {self.k}: self-critique with {spec.model}")
         self.result.stages[RoundStage.SELF_CRITIQUE] = self.timed(
             RoundStage.SELF_CRITIQUE,
-            lambda: revise_self(
+            lambda: self.spread(
+                revise_self,
                 samples,
                 critiqued,
                 spec,
@@ -447,6 +458,18 @@ class Round:
 
     # -- helpers ----------------------------------------------------------------------------------
 
+    def spread(
+        self, fn: StageFn, source: str | Path, out: Path, spec: EngineSpec | None, **settings: Any
+    ) -> StageResult:
+        """Run one stage: in this process, or with `data_parallel` N > 1 on a local vLLM engine, as
+        N workers, each on its own device slice and its part of the stage's prompts. The workers
+        take the devices, so the round first closes the engines it holds (the caller's stay)."""
+        n = self.options.data_parallel
+        if n <= 1 or spec is None or spec.kind != EngineKind.VLLM:
+            return fn(source, out, spec, **settings)
+        release_engines(self.callers_engines)
+        return run_data_parallel(fn, source, out, spec, n, **settings)
+
     def timed(self, name: str, fn: Callable[[], T]) -> T:
         start = time.monotonic()
         try:
@@ -472,77 +495,42 @@ class Round:
         return engine_for(self.recipe, stage_model, model)
 
 
-def _model_stages(recipe: Recipe, samples: Path) -> list[ModelStage]:
-    """The recipe's model stages: which model each uses, and how it runs on the round's samples."""
+def _model_stages(recipe: Recipe) -> list[ModelStage]:
+    """The recipe's model stages: which model each uses, its function and its settings."""
     stages: list[ModelStage] = []
     quality = recipe.gates
     if r := recipe.revise:
         params = SamplingConfig(temperature=0.0, max_tokens=r.max_tokens)
-        stages.append(
-            (
-                RoundStage.REVISE,
-                r.reviser,
-                lambda spec, out: revise_seft(
-                    samples, out, spec, template=r.template, params=params, constrain=r.constrain, quality=quality
-                ),
-            )
-        )
+        settings = {"template": r.template, "params": params, "constrain": r.constrain, "quality": quality}
+        stages.append((RoundStage.REVISE, r.reviser, revise_seft, settings))
     if c := recipe.critique:
+        settings = {"template": c.template, "score_template": c.score_template, "max_tokens": c.max_tokens}
         stages.append(
-            (
-                RoundStage.CRITIQUE,
-                c.critic,
-                lambda spec, out: revise_srt(
-                    samples,
-                    out,
-                    spec,
-                    template=c.template,
-                    score_template=c.score_template,
-                    max_tokens=c.max_tokens,
-                    constrain=c.constrain,
-                    quality=quality,
-                ),
-            )
+            (RoundStage.CRITIQUE, c.critic, revise_srt, settings | {"constrain": c.constrain, "quality": quality})
         )
     if j := recipe.judge:
-        stages.append(
-            (
-                RoundStage.JUDGE,
-                j.judge if j.needs_model else None,
-                lambda spec, out: judge_pairs(
-                    samples,
-                    out,
-                    spec,
-                    template=j.template,
-                    verdict=j.verdict,
-                    min_margin=j.min_margin,
-                    require_consistent=j.require_consistent,
-                    constrain=j.constrain,
-                    quality=quality,
-                    verifier=j.verifier,
-                    tie_break=j.tie_break,
-                ),
-            )
-        )
+        settings = {
+            "template": j.template,
+            "verdict": j.verdict,
+            "min_margin": j.min_margin,
+            "require_consistent": j.require_consistent,
+            "constrain": j.constrain,
+            "quality": quality,
+            "verifier": j.verifier,
+            "tie_break": j.tie_break,
+        }
+        stages.append((RoundStage.JUDGE, j.judge if j.needs_model else None, judge_pairs, settings))
     if b := recipe.best_of:
-        stages.append(
-            (
-                RoundStage.BEST_OF,
-                b.judge if b.needs_model else None,
-                lambda spec, out: best_of(
-                    samples,
-                    out,
-                    spec,
-                    template=b.template,
-                    verdict=b.verdict,
-                    constrain=b.constrain,
-                    quality=quality,
-                    verifier=b.verifier,
-                    tie_break=b.tie_break,
-                    min_score=b.min_score,
-                ),
-            )
-        )
+        settings = {
+            "template": b.template,
+            "verdict": b.verdict,
+            "constrain": b.constrain,
+            "quality": quality,
+            "verifier": b.verifier,
+            "tie_break": b.tie_break,
+            "min_score": b.min_score,
+        }
+        stages.append((RoundStage.BEST_OF, b.judge if b.needs_model else None, best_of, settings))
     return stages
 
 

@@ -124,8 +124,10 @@ def run_data_parallel(
 ) -> StageResult:
     """`fn(source, shard_out, spec_i, shard=Shard(i, n), **kwargs)` in n workers, then merge into `out`.
 
-    `spec` must be a local vLLM spec (an API engine scales with its own concurrency)."""
+    `spec` must be a local vLLM spec (an API engine scales with its own concurrency). A `shard`
+    in kwargs (a round's share of the prompts) is split further: worker i runs its part i of n."""
     out = Path(out)
+    outer: Shard = kwargs.pop("shard", None) or Shard()
     pieces = slices(n, spec.tensor_parallel_size)
     share = spec.memory_share if spec.memory_share is not None else default_memory_share()
     if not pieces[0].gpus:
@@ -139,7 +141,7 @@ def run_data_parallel(
         args = (str(source), shard_dir(out, piece.index, n), shard_spec)
         proc = ctx.Process(
             target=_worker,
-            args=(piece, fn, args, kwargs | {"shard": Shard(piece.index, n)}, child_end),
+            args=(piece, fn, args, kwargs | {"shard": outer.part(piece.index, n)}, child_end),
             name=f"seftgen-dp-{piece.index}",
         )
         proc.start()
@@ -174,10 +176,10 @@ def run_data_parallel(
                 f"; each CPU worker's engine had memory share {share:.3g} (yours / {n}): raise it if one did not start"
             )
         raise UserError("a data-parallel worker failed: " + "; ".join(problems), hint=hint)
-    return _merge(out, n, results)
+    return _merge(out, n, results, outer)
 
 
-def _merge(out: Path, n: int, results: list[StageResult]) -> ParallelResult:
+def _merge(out: Path, n: int, results: list[StageResult], outer: Shard) -> ParallelResult:
     merged = ParallelResult(out, shards=results)
     merged.written = sum(r.written for r in results)
     merged.resumed = sum(r.resumed for r in results)
@@ -192,7 +194,7 @@ def _merge(out: Path, n: int, results: list[StageResult]) -> ParallelResult:
         return merged
     staging = out.with_name(f".{out.name}.merging")
     shutil.rmtree(staging, ignore_errors=True)
-    manifest = merge_runs([shard_dir(out, i, n) for i in range(n)], staging)
+    manifest = merge_runs([shard_dir(out, i, n) for i in range(n)], staging, of=outer)
     old = out.with_name(f".{out.name}.old")
     if out.exists():
         shutil.rmtree(old, ignore_errors=True)
