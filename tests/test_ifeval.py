@@ -14,7 +14,8 @@ import pytest
 from conftest import run_cli
 
 from seftgen.evaluation import ifeval
-from seftgen.evaluation.benchmark import OFFICIAL_FILE
+from seftgen.evaluation.benchmark import BENCHMARKS
+from seftgen.evaluation.stats import sign_test
 from seftgen.io.store import load_manifest, read_run
 
 
@@ -87,14 +88,14 @@ def test_the_541_prompts_and_equality_with_the_canonical_functions() -> None:
 
 
 def test_paired_comparison_and_mcnemar() -> None:
-    assert ifeval.mcnemar_exact(0, 5) == pytest.approx(0.0625) and ifeval.mcnemar_exact(3, 3) == 1.0
-    assert ifeval.mcnemar_exact(0, 0) == 1.0
+    assert sign_test(0, 5) == pytest.approx(0.0625) and sign_test(3, 3) == 1.0 and sign_test(0, 0) == 1.0
     case = item(["punctuation:no_comma"])
     before = [ifeval.Score(str(k), case.instruction_ids, (k % 4 == 0,), (k % 4 == 0,)) for k in range(40)]
     after = [ifeval.Score(str(k), case.instruction_ids, (k % 2 == 0,), (k % 2 == 0,)) for k in range(40)]
     out = ifeval.paired(after, before)
     assert out["prompts"] == 40 and out["gained"] == 10 and out["lost"] == 0 and out["difference"] == 0.25
-    assert 0 < out["ci95"][0] <= 0.25 <= out["ci95"][1] and out["mcnemar_p"] < 0.01
+    assert 0 < out["ci95"][0] <= 0.25 <= out["ci95"][1] and out["p"] < 0.01
+    assert out["test"] == "McNemar exact"
     assert ifeval.paired(after, [])["prompts"] == 0
 
 
@@ -111,7 +112,7 @@ def test_benchmark_command_answers_scores_exports_and_resumes(engine, tmp_path: 
     assert (scores["prompt_strict"] == scores["strict"].list.all()).all()
     summary = load_manifest(out / "scores").summary
     assert summary["prompts"] == 3 and summary["instructions"] == scores["instruction_ids"].list.len().sum()
-    official = [json.loads(line) for line in (out / OFFICIAL_FILE).read_text().splitlines()]
+    official = [json.loads(line) for line in (out / BENCHMARKS["ifeval"].official).read_text().splitlines()]
     items = ifeval.load_items()
     assert [o["prompt"] for o in official] == [items[k].prompt for k in sorted(scores["source_id"])]
     assert "IFEval prompt-level strict" in capsys.readouterr().err  # seftgen reports on stderr

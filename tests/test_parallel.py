@@ -19,7 +19,7 @@ from test_verifiers import _row, _samples
 from seftgen.cli.app import main
 from seftgen.engines.base import SamplingConfig
 from seftgen.errors import UserError
-from seftgen.io.store import Shard, load_manifest, read_run
+from seftgen.io.store import Shard, load_manifest, part_files, read_run
 from seftgen.provenance import shard_of
 from seftgen.rounds.recipe import RoundStage
 from seftgen.stages.parallel import shard_dir, slices
@@ -78,7 +78,10 @@ def test_two_workers_killed_then_resumed_equal_one_process(engine, tmp_path: Pat
         time.sleep(0.2)  # a worker pins itself first thing after it starts
         workers = _spawned(proc.pid)
     assert sorted(workers.values()) == ["0", "1"], (workers, log.read_text()[-2000:])  # one core each
-    time.sleep(15)  # engines starting or decoding: a kill lands mid-run
+    # Kill as soon as a shard has landed its first batch: both engines are up and decoding.
+    landed = time.monotonic() + 120
+    while not any(part_files(shard_dir(out, i, 2)) for i in range(2)) and time.monotonic() < landed:
+        time.sleep(0.2)
     tree = _descendants([proc.pid], skip=-1)
     assert proc.poll() is None, log.read_text()[-2000:]
     proc.send_signal(signal.SIGKILL)

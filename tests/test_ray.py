@@ -7,12 +7,13 @@ so the Ray replica has the memory.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import polars as pl
 import pytest
 from conftest import DEMO_PROMPTS, Server
 
-from seftgen.engines import EngineSpec, release_engines
+from seftgen.choices import RunStatus
+from seftgen.engines import EngineSpec, get_engine, release_engines
 from seftgen.engines.base import SamplingConfig
 from seftgen.io.schema import SAMPLES
 from seftgen.io.store import load_manifest, part_files, read_run
@@ -33,20 +34,30 @@ def ray_spec(demo_model):
 
 
 def test_ray_engine_sample_and_resume(ray_spec, tmp_path: Path) -> None:
+    """Interrupted after its first Ray Data job (each job starts its actor), then resumed by a
+    rerun that generates only the prompts it had not written: two jobs in all."""
     params = SamplingConfig(n=2, max_tokens=8)
     run = tmp_path / "ray"
-    result = sample(str(DEMO_PROMPTS), run, ray_spec, params=params, limit=3, batch_size=2)
-    df = read_run(run)
-    assert result.ok and df.schema == SAMPLES.schema and df.height == 6
-    assert (df["engine"] == "ray").all() and (df["completion_tokens"] <= 8).all()
-    assert sorted(df["sample_idx"].to_list()) == [0, 0, 0, 1, 1, 1]
-    assert set(df["finish_reason"]) <= {"stop", "length"}
-    # Resume: lose the first part; the rerun regenerates only its prompts.
-    lost = part_files(run)[0]
-    lost_rows = pl.read_parquet(lost).height  # 2 prompts x 2 samples
-    lost.unlink()
-    again = sample(str(DEMO_PROMPTS), run, ray_spec, params=params, limit=3, batch_size=2)
-    assert lost_rows == 4 and again.written == lost_rows and again.resumed == 6 - lost_rows
+    engine = get_engine(ray_spec)
+    generate, calls = engine.generate, []
+
+    def once_then_interrupt(*args: Any, **kwargs: Any) -> Any:  # Ctrl-C after the first batch
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return generate(*args, **kwargs)
+
+    engine.generate = once_then_interrupt  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        sample(str(DEMO_PROMPTS), run, engine, params=params, limit=3, batch_size=2)
+    engine.generate = generate  # type: ignore[method-assign]
+    first = read_run(run)
+    assert load_manifest(run).status == RunStatus.INTERRUPTED and first.height == 4  # 2 prompts x 2 samples
+    assert (first["engine"] == "ray").all() and (first["completion_tokens"] <= 8).all()
+    assert first.schema == SAMPLES.schema and sorted(first["sample_idx"].to_list()) == [0, 0, 1, 1]
+    assert set(first["finish_reason"]) <= {"stop", "length"}
+    again = sample(str(DEMO_PROMPTS), run, engine, params=params, limit=3, batch_size=2)
+    assert again.ok and again.written == 2 and again.resumed == 4
     keys = list(read_run(run).select("prompt_id", "sample_idx").iter_rows())
     assert len(keys) == len(set(keys)) == 6
-    assert len(load_manifest(run).attempts) == 2
+    assert len(load_manifest(run).attempts) == 2 and len(part_files(run)) == 2

@@ -211,10 +211,10 @@ def round_report(result) -> None:
         for name in ("vs_start", "vs_previous"):
             if name in result.eval:
                 console.print(f"  [green]✓[/] eval {name.replace('_', ' ')}: {headline(result.eval[name])}")
-        from seftgen.evaluation.ifeval import round_headline
+        from seftgen.evaluation.benchmark import round_headline
 
         for name, bench in (result.eval.get("benchmarks") or {}).items():
-            console.print(f"  [green]✓[/] {name}: {round_headline(bench)}")
+            console.print(f"  [green]✓[/] {name}: {round_headline(name, bench)}")
     time_report(result)
     console.print(f"  plan: {result.dir / PLAN}")
 

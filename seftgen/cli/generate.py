@@ -11,6 +11,7 @@ import typer
 
 from seftgen.choices import EngineKind, Verdict
 from seftgen.cli.options import (
+    JUDGE_PANEL,
     RUN,
     SAMPLING,
     SAMPLING_DEFAULTS,
@@ -36,8 +37,8 @@ from seftgen.console import console
 from seftgen.engines import EngineSpec
 from seftgen.engines.openai_batch import BATCH_ROWS
 from seftgen.errors import UserError
-from seftgen.evaluation import ifeval
-from seftgen.evaluation.benchmark import BENCHMARKS, OFFICIAL_FILE, run_benchmark
+from seftgen.evaluation.benchmark import BENCHMARKS, JudgeSettings, run_benchmark
+from seftgen.evaluation.benchmark import get as get_benchmark
 from seftgen.evaluation.evaluate import evaluate
 from seftgen.evaluation.stats import headline
 from seftgen.io.readers import PromptColumns
@@ -475,6 +476,44 @@ def evaluate_cmd(
 def benchmark_cmd(
     name: Annotated[str, typer.Argument(help=f"The benchmark: {', '.join(BENCHMARKS)}.")],
     out: OutOpt,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            "--judge",
+            help="alpaca_eval, mt_bench: the judge model (a served model's name with --judge-base-url; else a "
+            "local folder or hub id run by vLLM). AlpacaEval's judge must give logprobs.",
+            rich_help_panel=JUDGE_PANEL,
+        ),
+    ] = None,
+    judge_base_url: Annotated[
+        str | None,
+        typer.Option("--judge-base-url", help="The judge's OpenAI-compatible endpoint.", rich_help_panel=JUDGE_PANEL),
+    ] = None,
+    judge_api_key_env: Annotated[
+        str, typer.Option("--judge-api-key-env", help="Env var with the judge's API key.", rich_help_panel=JUDGE_PANEL)
+    ] = "OPENAI_API_KEY",
+    judge_batch_api: Annotated[
+        bool,
+        typer.Option(
+            "--judge-batch-api",
+            help="Judge through the provider's Batch API (half price).",
+            rich_help_panel=JUDGE_PANEL,
+        ),
+    ] = False,
+    judge_max_tokens: Annotated[
+        int,
+        typer.Option(
+            "--judge-max-tokens", min=1, help="mt_bench: the judge's reply length.", rich_help_panel=JUDGE_PANEL
+        ),
+    ] = BENCHMARK.judge_max_tokens,
+    judge_constrain: Annotated[
+        bool,
+        typer.Option(
+            "--judge-constrain/--no-judge-constrain",
+            help="mt_bench: constrain the judge's reply to an explanation and 'Rating: [[N]]' (vLLM judges).",
+            rich_help_panel=JUDGE_PANEL,
+        ),
+    ] = BENCHMARK.judge_constrain,
     limit: LimitOpt = None,
     max_tokens: MaxTokensOpt = BENCHMARK.max_tokens,
     batch_size: BatchSizeOpt = BENCHMARK.batch_size,
@@ -482,25 +521,67 @@ def benchmark_cmd(
     *,
     spec: EngineSpec,
 ) -> None:
-    """Answer a benchmark's prompts with [bold]--model[/] (greedy), then score the answers.
+    """Answer a benchmark's prompts with [bold]--model[/] (greedy), score the answers, and export
+    them in the official harness's format.
 
     [bold]ifeval[/]: the 541 IFEval prompts, scored offline by the benchmark's own checkers
     (lm-evaluation-harness's `ifeval`): prompt-level and instruction-level accuracy, strict and
-    loose, with a 95% bootstrap interval and accuracy per instruction. OUT holds the answers (a
-    `samples` run: a rerun resumes it), the scores (an `ifeval` run) and the answers in the
-    official harness's input format (ifeval_responses.jsonl). Data and checkers come from PyPI
-    wheels; nothing else is fetched.
+    loose, with a 95% bootstrap interval and accuracy per instruction.
+    [bold]alpaca_eval[/]: the 805 AlpacaEval instructions, each answer judged against GPT-4
+    Turbo's reference with the official annotator's prompt and [bold]--judge[/]'s logprobs: the
+    win rate with its interval, and the length-controlled win rate where alpaca-eval and its
+    df_gamed.csv are at hand. [bold]mt_bench[/]: 80 questions over two turns, each turn rated
+    1-10 by [bold]--judge[/] with FastChat's prompts. [bold]arena_hard[/]: the 750 Arena-Hard-Auto
+    v2.0 prompts answered, for the official harness to judge.
 
-    [bold]Example[/]
+    OUT holds the answers (`samples` runs: a rerun resumes them), the scores (a run of the
+    benchmark's table) and the official file. Data comes from PyPI wheels; nothing else is
+    fetched. Judged numbers match the public leaderboards only with the official judge
+    (AlpacaEval: gpt-4-1106-preview; MT-Bench: gpt-4).
+
+    [bold]Examples[/]
 
       seftgen benchmark ifeval -m runs/seft/round-2/policy/merged -o runs/seft/ifeval-r2
+
+      seftgen benchmark alpaca_eval -m runs/seft/round-2/policy/merged -o runs/seft/alpaca-r2
+        --judge gpt-4-1106-preview --judge-base-url https://api.openai.com/v1 --judge-batch-api
     """
-    result = run_benchmark(name, out, spec, limit=limit, max_tokens=max_tokens, batch_size=batch_size, resume=resume)
+    bench = get_benchmark(name)
+    judge_spec = None
+    if bench.judged:
+        if judge is None:
+            raise UserError(f"{name} is scored by a judge model: give --judge (and --judge-base-url for an API)")
+        kind = EngineKind.OPENAI if judge_base_url else EngineKind.VLLM
+        if judge_batch_api and kind != EngineKind.OPENAI:
+            raise UserError("--judge-batch-api needs --judge-base-url (a provider's Batch API)")
+        judge_spec = replace(
+            spec,
+            model=judge,
+            kind=kind,
+            base_url=judge_base_url,
+            api_key_env=judge_api_key_env,
+            batch_api=judge_batch_api,
+            dtype=spec.dtype if kind == EngineKind.VLLM else None,
+        )
+    settings = JudgeSettings(max_tokens=judge_max_tokens, constrain=judge_constrain)
+    result = run_benchmark(
+        name,
+        out,
+        spec,
+        judge=judge_spec,
+        limit=limit,
+        max_tokens=max_tokens,
+        batch_size=batch_size,
+        judge_settings=settings,
+        resume=resume,
+    )
     report(result.answers, f"{name} answers")  # failed rows: exit 1, rerun to retry them
+    if result.scoring is not None:
+        report(result.scoring, f"{name} judge")
     assert result.summary is not None
     console.print(f"[green]✓[/] scored {result.scored} new answers → {out / 'scores'}")
-    console.print(f"  [bold]{ifeval.headline(result.summary)}[/]")
-    console.print(f"  official format: {out / OFFICIAL_FILE}")
+    console.print(f"  [bold]{bench.headline(result.summary)}[/]")
+    console.print(f"  official format: {result.official}")
 
 
 def register(app: typer.Typer) -> None:

@@ -20,6 +20,7 @@ from seftgen.stages.quality import GATES, QualityGates
 ENGINE = "Engine"
 SAMPLING = "Sampling"
 RUN = "Run"
+JUDGE_PANEL = "Judge (alpaca_eval, mt_bench)"
 
 ModelOpt = Annotated[
     str,

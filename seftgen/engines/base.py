@@ -39,6 +39,12 @@ class SamplingConfig:
         return json.dumps(self.as_dict(), sort_keys=True)
 
 
+def ends_in_prefix(conversations: Sequence[Messages]) -> bool:
+    """Whether the conversations end in an assistant prefix to continue (a judge's fixed prefix)
+    rather than a user turn that a fresh assistant turn answers (AlpacaEval's judge)."""
+    return bool(conversations) and conversations[0][-1]["role"] == "assistant"
+
+
 @dataclass
 class Completion:
     text: str
@@ -144,8 +150,9 @@ class Engine(ABC):
     def next_token_probs(
         self, conversations: list[Messages], candidates: tuple[str, ...], *, ids: Sequence[str] | None = None
     ) -> list[dict[str, float] | None]:
-        """For each conversation ending in an assistant prefix: the probability of each candidate
-        string as the very next token (0.0 when outside the top 20), or None if the call failed."""
+        """For each conversation: the probability of each candidate string as the very next token
+        (0.0 when outside the top 20), or None if the call failed. A conversation that ends in an
+        assistant prefix is continued; one that ends in a user turn gets a fresh assistant turn."""
 
     def context_errors(self, conversations: list[Messages], *, continue_final: bool = False) -> list[str | None]:
         """Per conversation: why its prompt cannot fit the model's context, or None. Engines that

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from seftgen.choices import EngineKind
-from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
+from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig, ends_in_prefix
 from seftgen.engines.ratelimit import RateLimiter, estimate_tokens
 from seftgen.engines.vllm_engine import TOP_LOGPROBS
 from seftgen.errors import UserError
@@ -235,8 +235,9 @@ class OpenAIEngine(Engine):
             "temperature": 0.0,
             "logprobs": True,
             "top_logprobs": TOP_LOGPROBS,
-            **CONTINUE_FINAL,
         }
+        if ends_in_prefix(conversations):  # a judge prefix (vLLM servers); else a fresh turn (any API)
+            body |= CONTINUE_FINAL
         replies = _checked(self._run(body, conversations, ids), _top_logprobs)
         self._account(replies)
         results: list[dict[str, float] | None] = []

@@ -25,7 +25,7 @@ from typing import Any
 
 from seftgen.choices import EngineKind
 from seftgen.devices import accelerator, cpu_engine_env, default_dtype, default_eager, default_max_model_len
-from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
+from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig, ends_in_prefix
 from seftgen.errors import UserError
 
 # Room for a chat template's own text (role markers, a default system prompt) in the byte bound
@@ -284,7 +284,7 @@ class VLLMEngine(Engine):
         answer_ids = {cand: answer_token_id(self.tokenizer, cand, self.model) for cand in candidates}
         sampling = SamplingParams(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
         results: list[dict[str, float] | None] = []
-        outs = self._chat(conversations, sampling, continue_final=True)
+        outs = self._chat(conversations, sampling, continue_final=ends_in_prefix(conversations))
         for out in outs:
             if isinstance(out, str):
                 results.append(None)

@@ -9,6 +9,7 @@ from typing import Any
 
 import polars as pl
 
+from seftgen.evaluation.benchmark import get
 from seftgen.evaluation.rounds import RoundsView, RoundView
 from seftgen.io.store import read_run
 
@@ -103,8 +104,11 @@ def draw(work: RoundsView, path: Path) -> Path:
     if series:
         ax.legend(fontsize="small")
 
-    _benchmark_panel(axes[0][2], work, "ifeval")
-    axes[1][2].axis("off")
+    names = list(dict.fromkeys(n for r in work.rounds for n in (r.plan.eval or {}).get("benchmarks") or {}))
+    for ax, name in zip((axes[0][2], axes[1][2]), names or ["ifeval"], strict=False):
+        _benchmark_panel(ax, work, name)
+    if len(names) < 2:
+        axes[1][2].axis("off")
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -113,23 +117,26 @@ def draw(work: RoundsView, path: Path) -> Path:
 
 
 def _benchmark_panel(ax: Any, work: RoundsView, name: str) -> None:
-    """A benchmark's accuracy per round, round 0 (the starting policy) included, with 95% intervals."""
+    """A benchmark's headline per round, round 0 (the starting policy) included, with 95% intervals."""
+    bench = get(name)
+    metrics = [(bench.metric, bench.label)]
+    if name == "ifeval":
+        metrics = [("prompt_strict", "prompt-level strict"), ("prompt_loose", "prompt-level loose")]
     results = [(r.round, b) for r in work.rounds if (b := r.benchmark(name))]
     if results:
         points = [(0, results[0][1]["start"])] + [(k, b["round"]) for k, b in results]
-        for mode, marker in (("strict", "o"), ("loose", "s")):
-            ys = [s[f"prompt_{mode}"] for _, s in points]
-            bounds = [s[f"prompt_{mode}_ci95"] for _, s in points]
-            err = [
-                [y - b[0] for y, b in zip(ys, bounds, strict=True)],
-                [b[1] - y for y, b in zip(ys, bounds, strict=True)],
-            ]
-            ax.errorbar([k for k, _ in points], ys, yerr=err, marker=marker, capsize=4, label=f"prompt-level {mode}")
+        for (metric, label), marker in zip(metrics, ("o", "s"), strict=False):
+            shown = [(k, s[metric], s.get(f"{metric}_ci95")) for k, s in points if s.get(metric) is not None]
+            err = [[y - (b or (y, y))[0] for _, y, b in shown], [(b or (y, y))[1] - y for _, y, b in shown]]
+            ax.errorbar(
+                [k for k, _, _ in shown], [y for _, y, _ in shown], yerr=err, marker=marker, capsize=4, label=label
+            )
         ax.set_xticks([k for k, _ in points])
         ax.legend(fontsize="small")
     else:
         ax.text(0.5, 0.6, f"no {name} yet (recipe eval.benchmarks)", ha="center", transform=ax.transAxes)
-    ax.set(title=f"{name} of the trained policy (95% CI; 0 = start)", xlabel="round", ylabel="accuracy", ylim=(0, 1))
+    top = 10.5 if name == "mt_bench" else 1
+    ax.set(title=f"{name} of the trained policy (95% CI; 0 = start)", xlabel="round", ylabel=bench.label, ylim=(0, top))
 
 
 def figure_numbers(work: RoundsView) -> list[dict[str, Any]]:

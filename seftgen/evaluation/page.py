@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from seftgen.evaluation.ifeval import round_headline
+from seftgen.evaluation.benchmark import round_headline
 from seftgen.evaluation.stats import headline
 
 _HERE = Path(__file__).parent  # report.css and report.js ship beside this module
@@ -28,7 +28,7 @@ def write_page(
     """The page, written to `path`: the evaluation table, the chart, and the rows to browse."""
 
     def benchmarks(n: dict[str, Any]) -> str:
-        return "; ".join(f"{name}: {round_headline(b)}" for name, b in n["benchmarks"].items()) or "-"
+        return "; ".join(f"{name}: {round_headline(name, b)}" for name, b in n["benchmarks"].items()) or "-"
 
     summary = "".join(
         f"<tr><td>{n['round']}</td><td>{html.escape(headline(n['vs_start']) if n['vs_start'] else '-')}</td>"

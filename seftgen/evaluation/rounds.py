@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from seftgen.errors import UserError
+from seftgen.evaluation.benchmark import get
 from seftgen.io.store import load_manifest, read_run
 from seftgen.io.workdir import RoundPlan, Workdir
 
@@ -143,7 +144,8 @@ def browse_rows(work: RoundsView) -> list[dict[str, Any]]:
 
 
 def _benchmark_rows(work: RoundsView) -> list[dict[str, Any]]:
-    """Each benchmark answer (round 0's once, then each round's) with its verdict per instruction."""
+    """Each benchmark answer (round 0's once, then each round's) with its verdict: IFEval's per
+    instruction, AlpacaEval's against the reference, MT-Bench's rating per turn with the judgment."""
     workdir = Workdir.at(work.root)
     runs: dict[tuple[int, str], Path] = {}
     for rnd in work.rounds:
@@ -152,19 +154,6 @@ def _benchmark_rows(work: RoundsView) -> list[dict[str, Any]]:
             runs[(rnd.round, name)] = workdir.benchmark_dir(rnd.round, name) / "scores"
     out: list[dict[str, Any]] = []
     for (k, name), run in sorted(runs.items()):
-        df = _rows(run)
-        for r in df.iter_rows(named=True) if df is not None else ():
-            out.append(
-                {
-                    "round": k,
-                    "table": name,
-                    "prompt_id": r["prompt_id"],
-                    "prompt": _text(r["messages"]),
-                    "kept": None,
-                    "reason": None,
-                    "label": "pass" if r["prompt_strict"] else "fail",
-                    "original": r["response"],
-                    "checks": [list(c) for c in zip(r["instruction_ids"], r["strict"], r["loose"], strict=True)],
-                }
-            )
+        if _rows(run) is not None:
+            out += [{"reason": None, **row, "round": k, "table": name} for row in get(name).page_rows(run)]
     return out

@@ -7,6 +7,7 @@ bootstrap over prompts: prompts are the unit that varies between evaluation sets
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -115,3 +116,40 @@ def headline(summary: dict[str, Any]) -> str:
         f"({summary['wins']} W / {summary['losses']} L / {summary['ties']} T), "
         f"position consistency {summary['position_consistency']:.2f}"
     )
+
+
+def interval_rounded(values: Sequence[float], *, seed: int = 0, digits: int = 4) -> list[float] | None:
+    """`mean_interval` as a JSON-ready pair, rounded (summaries and `round.json`)."""
+    bounds = mean_interval(values, seed=seed)
+    return None if bounds is None else [round(bounds[0], digits), round(bounds[1], digits)]
+
+
+def sign_test(better: int, worse: int) -> float:
+    """Two-sided exact sign test: under no effect, the prompts that differ split as a fair coin.
+    On pass/fail values this is McNemar's exact test."""
+    n = better + worse
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(better, worse) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired(now: dict[str, float], base: dict[str, float], *, seed: int = 0) -> dict[str, Any]:
+    """Per-prompt values of a round against a baseline's, on their common prompts: the mean
+    difference with a paired bootstrap interval, the prompts that got better (`gained`) and worse
+    (`lost`), and the exact sign test on those (McNemar's exact test when values are 0/1)."""
+    keys = [k for k in now if k in base]
+    if not keys:
+        return {"prompts": 0}
+    diffs = [now[k] - base[k] for k in keys]
+    gained, lost = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    binary = all(v in (0, 1) for k in keys for v in (now[k], base[k]))
+    return {
+        "prompts": len(keys),
+        "difference": round(sum(diffs) / len(diffs), 4),
+        "ci95": interval_rounded(diffs, seed=seed),
+        "gained": gained,
+        "lost": lost,
+        "p": float(f"{sign_test(gained, lost):.3g}"),
+        "test": "McNemar exact" if binary else "sign test",
+    }

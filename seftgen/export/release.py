@@ -21,7 +21,7 @@ import polars as pl
 
 from seftgen.choices import RunStatus
 from seftgen.errors import UserError
-from seftgen.evaluation.ifeval import round_headline
+from seftgen.evaluation.benchmark import benchmark_notes, round_headline
 from seftgen.evaluation.stats import headline
 from seftgen.io.manifest import Manifest
 from seftgen.io.schema import PROVENANCE
@@ -136,7 +136,8 @@ def _card_body(repo_id: str, configs: list[ConfigPart], include_rejected: bool) 
             if name in evals:
                 lines.append(f"- this round's trained policy vs {label}: {headline(evals[name])}")
         for name, bench in (evals.get("benchmarks") or {}).items():
-            lines.append(f"- {name} of this round's trained policy: {round_headline(bench)}")
+            lines.append(f"- {name} of this round's trained policy: {round_headline(name, bench)}")
+            lines += benchmark_notes(name, bench["round"])
         for reason, n in c.left_out.items():
             lines.append(f"- left out of this release ({reason}): {n}")
         totals = m.totals

@@ -274,7 +274,59 @@ IFEVAL = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (SAMPLES, REVISIONS, PAIRS, BEST_OF, SFT, EVALS, IFEVAL)}
+_JUDGED_ANSWER = (
+    Column("response", pl.String, "The answer that was judged (its sample in the answers run)."),
+    Column("finish_reason", pl.String, "The answer's finish reason (`length`: cut at max_tokens, still judged)."),
+    Column("completion_tokens", pl.Int32, "Tokens of the answer."),
+    Column("policy_model", pl.String, "Model that wrote the answer."),
+    Column("answers_run_id", pl.String, "Run id of the answers (samples) run."),
+)
+
+ALPACA_EVAL = Table(
+    "alpaca_eval",
+    "AlpacaEval 2: one row per instruction, the answer judged against GPT-4 Turbo's reference output "
+    "(provenance: the judge).",
+    ("prompt_id",),
+    (
+        *_PROMPT,
+        *_JUDGED_ANSWER,
+        Column("reference", pl.String, "GPT-4 Turbo's reference output (`gpt4_1106_preview`)."),
+        Column("swapped", pl.Boolean, "The answer was shown first (`m`); else the reference was."),
+        Column("p_first", pl.Float64, "The judge's P(m) / (P(m) + P(M)): the first output shown is better."),
+        Column(
+            "preference",
+            pl.Float64,
+            "alpaca_eval's preference: 1 the reference is better, 2 the answer; null when the judge named neither.",
+        ),
+        Column(
+            "reason", pl.String, "Why there is no preference (neither `m` nor `M` among the top tokens), else null."
+        ),
+        *PROVENANCE,
+    ),
+)
+
+MT_BENCH = Table(
+    "mt_bench",
+    "MT-Bench: one row per question and turn, the judge's 1-10 rating of the answer (provenance: the judge).",
+    ("prompt_id", "turn"),
+    (
+        *_PROMPT,
+        Column("turn", pl.Int32, "1 or 2: the answer graded (turn 2 is judged with the whole conversation)."),
+        Column("category", pl.String, "The question's category (`writing`, `math`, ...)."),
+        *_JUDGED_ANSWER,
+        Column(
+            "judge_prompt", pl.String, "FastChat's judge prompt used (`single-v1`, `single-math-v1-multi-turn`, ...)."
+        ),
+        Column("judgment", pl.String, "The judge's reply: its explanation and `Rating: [[N]]`."),
+        Column("score", pl.Float64, "The rating read from the reply (1-10); null when it has none."),
+        Column("reason", pl.String, "Why there is no score (no rating in the reply, or it was cut), else null."),
+        *PROVENANCE,
+    ),
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t for t in (SAMPLES, REVISIONS, PAIRS, BEST_OF, SFT, EVALS, IFEVAL, ALPACA_EVAL, MT_BENCH)
+}
 
 
 def schema_markdown() -> str:

@@ -10,8 +10,7 @@ from typing import Any
 from seftgen.engines import EngineSpec, release_engines
 from seftgen.engines.base import SamplingConfig
 from seftgen.errors import UserError
-from seftgen.evaluation import ifeval
-from seftgen.evaluation.benchmark import run_benchmark, scores_of
+from seftgen.evaluation.benchmark import compare, get, run_benchmark
 from seftgen.evaluation.evaluate import evaluate
 from seftgen.io.readers import PromptColumns
 from seftgen.io.store import Holdout, load_manifest
@@ -56,10 +55,20 @@ def evaluate_round(
         )
         return spec
 
+    bench_judge = None
+    if ev.benchmark_judge is not None:
+        judge_ref = ev.benchmark_judge.ref.resolve(policy=trained, start=start, models={}) or start
+        bench_judge = engine_for(recipe, ev.benchmark_judge, judge_ref)
+
     def benchmarks(spec: EngineSpec, k: int) -> None:
         for name in ev.benchmarks:
             run = run_benchmark(
-                name, work.benchmark_dir(k, name), spec, limit=ev.benchmark_prompts, max_tokens=ev.benchmark_max_tokens
+                name,
+                work.benchmark_dir(k, name),
+                spec,
+                judge=bench_judge if get(name).judged else None,
+                limit=ev.benchmark_prompts,
+                max_tokens=ev.benchmark_max_tokens,
             )
             if not run.ok:
                 raise UserError(f"benchmark {name} of round {k} has failed answers: rerun the round to retry them")
@@ -109,15 +118,16 @@ def evaluate_round(
 
 def benchmark_summary(work: Workdir, name: str, round_k: int) -> dict[str, Any]:
     """Round K's scores on a benchmark, round 0's, and K against 0 and against K-1, paired."""
-    scores = {k: scores_of(work.benchmark_dir(k, name) / "scores") for k in {0, round_k - 1, round_k}}
+    bench = get(name)
+    scores = {k: work.benchmark_dir(k, name) / "scores" for k in {0, round_k - 1, round_k}}
     out: dict[str, Any] = {
-        "round": ifeval.summarize(scores[round_k]),
-        "start": ifeval.summarize(scores[0]),
-        "vs_start": ifeval.paired(scores[round_k], scores[0]),
+        "round": bench.summarize(scores[round_k]),
+        "start": bench.summarize(scores[0]),
+        "vs_start": compare(name, scores[round_k], scores[0]),
         "run": str(work.benchmark_dir(round_k, name)),
     }
-    if round_k > 1 and scores[round_k - 1]:
-        out["vs_previous"] = ifeval.paired(scores[round_k], scores[round_k - 1])
+    if round_k > 1 and bench.values(scores[round_k - 1]):
+        out["vs_previous"] = compare(name, scores[round_k], scores[round_k - 1])
     return out
 
 

@@ -195,10 +195,16 @@ class EvalSection(_Strict):
     template: str = EVALUATE.template
     verdict: Verdict = EVALUATE.verdict
     tie_margin: float = Field(EVALUATE.tie_margin, ge=0, le=1)
-    benchmarks: list[Literal["ifeval"]] = Field(
+    benchmarks: list[Literal["ifeval", "alpaca_eval", "mt_bench"]] = Field(
         default_factory=list,
-        description="Benchmarks for the trained policy after each round, and once for round 0 (`ifeval`: "
-        "offline, the benchmark's own checkers), each compared with round 0 prompt by prompt.",
+        description="Benchmarks for the trained policy after each round, and once for round 0, each compared "
+        "with round 0 prompt by prompt (`ifeval`: offline, the benchmark's own checkers; `alpaca_eval` and "
+        "`mt_bench`: judged by `benchmark_judge`).",
+    )
+    benchmark_judge: StageModel | None = Field(
+        None,
+        description="The judge of `alpaca_eval` (an API model with logprobs) and `mt_bench`, e.g. "
+        "{model: gpt-4-1106-preview, engine: openai, base_url: ...}; 'start' for the starting policy.",
     )
     benchmark_prompts: int | None = Field(
         None, ge=1, description="The first N prompts of each benchmark (one fixed subset for every round); default all."
@@ -209,6 +215,9 @@ class EvalSection(_Strict):
     def _measures_something(self) -> EvalSection:
         if not self.pairwise and not self.benchmarks:
             raise ValueError("eval with pairwise: false needs at least one of `benchmarks`")
+        judged = [b for b in self.benchmarks if b in ("alpaca_eval", "mt_bench")]
+        if judged and self.benchmark_judge is None:
+            raise ValueError(f"benchmarks {', '.join(judged)} need `benchmark_judge` (the model that judges them)")
         return self
 
 

@@ -162,10 +162,18 @@ class BenchmarkConfig:
     Fields:
         max_tokens: answer length (1280, as lm-evaluation-harness generates for IFEval).
         batch_size: prompts per engine call and per part file.
+        judge_max_tokens: the judge's reply length for MT-Bench (2048, as FastChat's judge;
+            AlpacaEval's judge answers one token).
+        judge_constrain: constrain the MT-Bench judge's reply to an explanation and
+            `Rating: [[N]]` where the engine can (vLLM); hosted APIs are never constrained.
+        judge_batch_size: judgments per engine call and per part file.
     """
 
     max_tokens: int = 1280
     batch_size: int = 256
+    judge_max_tokens: int = 2048
+    judge_constrain: bool = True
+    judge_batch_size: int = 64
 
 
 SAMPLE = SampleConfig()
@@ -179,6 +187,7 @@ BENCHMARK = BenchmarkConfig()
 JSFT_DATA = JsftDataConfig()
 
 __all__ = [
+    "BENCHMARK",
     "CRITIQUE",
     "EVALUATE",
     "JSFT_DATA",
@@ -187,6 +196,7 @@ __all__ = [
     "SAMPLE",
     "SELF_CRITIQUE",
     "TOURNAMENT",
+    "BenchmarkConfig",
     "BestOfConfig",
     "CritiqueConfig",
     "EvaluateConfig",
