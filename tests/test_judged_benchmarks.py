@@ -198,3 +198,25 @@ def test_judged_benchmark_needs_a_judge(tmp_path: Path, capsys) -> None:
     assert run_cli("benchmark", "mt_bench", "-o", tmp_path / "x") == 2
     assert "--judge" in capsys.readouterr().err and not (tmp_path / "x").exists()
     assert set(BENCHMARKS) == {"ifeval", "alpaca_eval", "mt_bench", "arena_hard"}
+
+
+def test_a_recipe_names_the_judge_of_its_judged_benchmarks(tmp_path: Path, capsys) -> None:
+    from pydantic import ValidationError
+
+    from seftgen.rounds.recipe import EvalSection
+
+    with pytest.raises(ValidationError, match=r"alpaca_eval, mt_bench need eval\.benchmark_judge"):
+        EvalSection(pairwise=False, benchmarks=["alpaca_eval", "mt_bench"])
+    judged = EvalSection(pairwise=False, benchmarks=["alpaca_eval"], benchmark_judge={"model": "start"})
+    assert (
+        judged.benchmark_judge is not None
+        and judged.benchmark_judge.ref.resolve(policy="p", start="s", models={}) == "s"
+    )
+    # Through the CLI, a recipe without the judge is one line and exit 2, nothing written.
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "method: self-judge\npolicy: demo\nprompts: {source: data/demo/prompts.jsonl}\n"
+        "eval: {pairwise: false, benchmarks: [mt_bench]}\n"
+    )
+    assert run_cli("round", recipe, "--workdir", tmp_path / "w", "--dry-run") == 2
+    assert "need eval.benchmark_judge" in capsys.readouterr().err and not (tmp_path / "w").exists()

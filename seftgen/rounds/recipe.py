@@ -217,7 +217,7 @@ class EvalSection(_Strict):
             raise ValueError("eval with pairwise: false needs at least one of `benchmarks`")
         judged = [b for b in self.benchmarks if b in ("alpaca_eval", "mt_bench")]
         if judged and self.benchmark_judge is None:
-            raise ValueError(f"benchmarks {', '.join(judged)} need `benchmark_judge` (the model that judges them)")
+            raise ValueError(f"benchmarks {', '.join(judged)} need eval.benchmark_judge (the model that judges them)")
         return self
 
 
