@@ -15,11 +15,12 @@ from rows import GOOD, PROMPT, WEAK, pairs, prov, revisions, write_run
 
 from seftgen.choices import Stage
 from seftgen.evaluation import ifeval
+from seftgen.evaluation.benchmark import BENCHMARKS, compare
 from seftgen.evaluation.report import write_report
 from seftgen.evaluation.rounds import word_diff
 from seftgen.evaluation.stats import summarize
 from seftgen.export.release import build_release
-from seftgen.io.schema import EVALS, IFEVAL, REVISIONS
+from seftgen.io.schema import ALPACA_EVAL, EVALS, IFEVAL, REVISIONS
 from seftgen.io.store import RunStore, read_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -85,11 +86,34 @@ def _ifeval(path: Path, responses: list[str]) -> list[ifeval.Score]:
     return scores
 
 
+def _alpaca(path: Path, prefs: list[float]) -> Path:
+    """An `alpaca_eval` scores run: hand-written preferences (1: the reference, 2: the answer)."""
+    rows = [
+        {
+            "prompt_id": f"a{i}",
+            "messages": PROMPT,
+            "source_id": str(i),
+            "response": f"answer {i}",
+            "finish_reason": "stop",
+            "completion_tokens": 2,
+            "policy_model": "p",
+            "answers_run_id": "a",
+            "reference": f"reference {i}",
+            "swapped": i % 2 == 1,
+            "p_first": 0.5,
+            "preference": pref,
+        }
+        for i, pref in enumerate(prefs)
+    ]
+    return write_run(path, ALPACA_EVAL, "benchmark", {}, rows)
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """Two rounds as `seftgen round` leaves them, from hand-written runs with known content."""
     work = tmp_path / "w"
     start = _ifeval(work / "eval" / "round-0" / "benchmarks" / "ifeval" / "scores", ["One, two.", "No commas."])
+    alpaca_start = _alpaca(work / "eval" / "round-0" / "benchmarks" / "alpaca_eval" / "scores", [1.0, 1.5])
     for k, outcomes in ((1, ["win", "loss", "tie", "win"]), (2, ["win", "win", "win", "tie"])):
         rdir = work / f"round-{k}"
         revised = revisions(rdir / "revised", "seft")
@@ -118,6 +142,13 @@ def workdir(tmp_path: Path) -> Path:
                     "run": str(bench),
                 }
             }
+            alpaca = _alpaca(rdir / "eval" / "benchmarks" / "alpaca_eval" / "scores", [2.0, 1.9])
+            plan["eval"]["benchmarks"]["alpaca_eval"] = {
+                "round": BENCHMARKS["alpaca_eval"].summarize(alpaca) | {"judge": "gpt-x"},
+                "start": BENCHMARKS["alpaca_eval"].summarize(alpaca_start),
+                "vs_start": compare("alpaca_eval", alpaca, alpaca_start),
+                "run": str(alpaca.parent),
+            }
         (rdir / "round.json").write_text(json.dumps(plan))
     return work
 
@@ -131,7 +162,7 @@ def test_word_diff_marks_changed_words_only() -> None:
 
 def test_report_files_are_self_contained(workdir: Path) -> None:
     made = write_report(workdir)
-    assert made.rounds == 2 and made.rows == 2 * (3 + 1 + 4) + 2 + 2  # + IFEval: round 0's and round 1's
+    assert made.rounds == 2 and made.rows == 2 * (3 + 1 + 4) + 2 * (2 + 2)  # + IFEval, AlpacaEval: rounds 0, 1
     assert made.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and made.png.stat().st_size > 20_000
     page = made.html.read_text()
     for remote in ("http://", "https://", 'src="//', "<link"):
@@ -172,8 +203,10 @@ def test_page_renders_rows_and_chart_in_chromium(workdir: Path, tmp_path: Path) 
     url = made.html.as_uri()
     profile = ["--user-data-dir=" + str(tmp_path / "profile")]
     dom = chromium(*profile, "--dump-dom", url)
-    assert 'data-rendered="20"' in dom and 'data-chart="loaded"' in dom
-    assert dom.count("<tr data-table=") == 20
+    assert 'data-rendered="24"' in dom and 'data-chart="loaded"' in dom
+    assert dom.count("<tr data-table=") == 24
+    assert "answer (A) vs GPT-4 Turbo (B): P(A better) 1.000" in dom  # an AlpacaEval verdict
+    assert "win rate vs GPT-4 Turbo 0.95" in dom and "vs round 0 0.25" in dom  # its round line
     assert "✗ punctuation:no_comma" in dom and "✓ punctuation:no_comma" in dom  # IFEval verdicts per answer
     assert "prompt-level strict 1.0" in dom and "vs round 0 0.5" in dom  # round 1's benchmark line
     assert "<del>" in dom and "<ins>" in dom  # the word diff of a revision
@@ -205,4 +238,7 @@ def test_card_embeds_round_numbers_and_the_chart(workdir: Path, tmp_path: Path) 
     one = build_release([workdir / "round-1" / "revised"], "o/d", tmp_path / "rel1")
     card1 = (tmp_path / "rel1" / "README.md").read_text()
     assert "ifeval of this round's trained policy: prompt-level strict 1.0" in card1 and one.configs
+    assert "alpaca_eval of this round's trained policy: win rate vs GPT-4 Turbo 0.95" in card1
+    assert "judged by `gpt-x`: comparable to the public leaderboard only with the official annotator" in card1
+    assert "data licence: AlpacaEval instructions" in card1 and "data licence: IFEval prompts" in card1
     assert {c.name for c in out.configs} == {"revisions_seft", "evals"}

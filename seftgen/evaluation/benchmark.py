@@ -122,9 +122,12 @@ class Benchmark(ABC):
         low, high = summary.get(f"{self.metric}_ci95") or (None, None)
         return f"{self.label} {summary.get(self.metric)} [{low}, {high}]"
 
+    def model_id(self, out: Path) -> str:
+        """The answering model's name in the official files (its folder's name)."""
+        return _model_id(str(load_manifest(out / "answers").config.get("model", "model")))
+
     def official_path(self, out: Path) -> Path:
-        model = load_manifest(out / "answers").config.get("model", "model")
-        return out / self.official.format(model=_model_id(str(model)))
+        return out / self.official.format(model=self.model_id(out))
 
 
 def _model_id(model: str) -> str:
@@ -346,7 +349,7 @@ class AlpacaEval(Benchmark):
         return {r["source_id"]: r["preference"] - 1 for r in df.iter_rows(named=True)}
 
     def export(self, out: Path) -> Path:
-        model = _model_id(str(load_manifest(out / "answers").config.get("model", "model")))
+        model = self.model_id(out)
         rows = self.answer_rows(out).to_dicts()
         return _write_atomic(out / self.official, json.dumps(alpaca_eval.official_outputs(rows, model), indent=1))
 
@@ -476,7 +479,7 @@ class MTBench(Benchmark):
         return {k: sum(v) / len(v) for k, v in per.items()}
 
     def export(self, out: Path) -> Path:
-        model = _model_id(str(load_manifest(out / "answers").config.get("model", "model")))
+        model = self.model_id(out)
         second = read_run(out / "answers-turn2", "samples").filter(pl.col("finish_reason") != "error")
         turn2 = {r["source_id"]: r["response"] for r in second.iter_rows(named=True)}
         rows = mt_bench.official_answers(self.answer_rows(out).to_dicts(), turn2, model)
@@ -574,7 +577,7 @@ class ArenaHard(Benchmark):
         return {}
 
     def export(self, out: Path) -> Path:
-        model = _model_id(str(load_manifest(out / "answers").config.get("model", "model")))
+        model = self.model_id(out)
         rows = [arena_hard_answer(r, model) for r in self.answer_rows(out).sort("source_id").iter_rows(named=True)]
         return _write_atomic(self.official_path(out), "".join(json.dumps(r) + "\n" for r in rows))
 

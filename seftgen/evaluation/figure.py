@@ -136,7 +136,8 @@ def _benchmark_panel(ax: Any, work: RoundsView, name: str) -> None:
     else:
         ax.text(0.5, 0.6, f"no {name} yet (recipe eval.benchmarks)", ha="center", transform=ax.transAxes)
     top = 10.5 if name == "mt_bench" else 1
-    ax.set(title=f"{name} of the trained policy (95% CI; 0 = start)", xlabel="round", ylabel=bench.label, ylim=(0, top))
+    ylabel = "accuracy" if name == "ifeval" else bench.label
+    ax.set(title=f"{name} of the trained policy (95% CI; 0 = start)", xlabel="round", ylabel=ylabel, ylim=(0, top))
 
 
 def figure_numbers(work: RoundsView) -> list[dict[str, Any]]:
