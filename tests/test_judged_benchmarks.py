@@ -220,3 +220,13 @@ def test_a_recipe_names_the_judge_of_its_judged_benchmarks(tmp_path: Path, capsy
     )
     assert run_cli("round", recipe, "--workdir", tmp_path / "w", "--dry-run") == 2
     assert "need eval.benchmark_judge" in capsys.readouterr().err and not (tmp_path / "w").exists()
+
+
+def test_data_parallel_answers_need_local_engines(tmp_path: Path, capsys) -> None:
+    """`--data-parallel` spreads the answers over local vLLM workers (`stages/parallel.py`, tested in
+    test_parallel.py); an API engine is refused with one line, before anything is written."""
+    api = ("--engine", "openai", "--base-url", "http://127.0.0.1:9/v1", "-m", "served")
+    assert run_cli("benchmark", "ifeval", "-o", tmp_path / "x", *api, "--data-parallel", "2") == 2
+    err = capsys.readouterr().err
+    assert "--data-parallel runs local vLLM engines" in err and "--concurrency" in err
+    assert "Traceback" not in err and not (tmp_path / "x").exists()

@@ -517,6 +517,7 @@ def benchmark_cmd(
     limit: LimitOpt = None,
     max_tokens: MaxTokensOpt = BENCHMARK.max_tokens,
     batch_size: BatchSizeOpt = BENCHMARK.batch_size,
+    data_parallel: DataParallelOpt = 1,
     resume: ResumeOpt = True,
     *,
     spec: EngineSpec,
@@ -573,6 +574,7 @@ def benchmark_cmd(
         max_tokens=max_tokens,
         batch_size=batch_size,
         judge_settings=settings,
+        data_parallel=data_parallel,
         resume=resume,
     )
     report(result.answers, f"{name} answers")  # failed rows: exit 1, rerun to retry them

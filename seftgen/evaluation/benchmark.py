@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import polars as pl
 
-from seftgen.choices import RunStatus, Stage
+from seftgen.choices import EngineKind, RunStatus, Stage
 from seftgen.engines import EngineSpec
 from seftgen.engines.base import Engine, SamplingConfig
 from seftgen.errors import UserError
@@ -93,7 +93,7 @@ class Benchmark(ABC):
     def prompts_file(self) -> Path: ...
 
     def answer(self, out: Path, engine: Engine | EngineSpec, params: SamplingConfig, **kw: Any) -> StageResult:
-        return sample(str(self.prompts_file()), out / "answers", engine, params=params, **kw)
+        return answers(str(self.prompts_file()), out / "answers", engine, params, **kw)
 
     def answer_rows(self, out: Path) -> pl.DataFrame:
         return read_run(out / "answers", "samples").filter(pl.col("finish_reason") != "error")
@@ -128,6 +128,22 @@ class Benchmark(ABC):
 
     def official_path(self, out: Path) -> Path:
         return out / self.official.format(model=self.model_id(out))
+
+
+def answers(
+    source: str, out: Path, engine: Engine | EngineSpec, params: SamplingConfig, *, data_parallel: int = 1, **kw: Any
+) -> StageResult:
+    """`sample` of a benchmark's prompts: in this process, or as `data_parallel` workers, each a
+    local vLLM engine on its own devices and a shard of the prompts, merged (`stages/parallel.py`)."""
+    if data_parallel == 1:
+        return sample(source, out, engine, params=params, **kw)
+    if not isinstance(engine, EngineSpec) or engine.kind != EngineKind.VLLM:
+        raise UserError(
+            "`data_parallel` runs local vLLM engines; an API engine scales with `concurrency`", param="data_parallel"
+        )
+    from seftgen.stages.parallel import run_data_parallel
+
+    return run_data_parallel(sample, source, out, engine, data_parallel, params=params, **kw)
 
 
 def _model_id(model: str) -> str:
@@ -401,8 +417,8 @@ class MTBench(Benchmark):
         turn2 = out / "answers-turn2.jsonl"
         _write_atomic(turn2, "".join(json.dumps(r) + "\n" for r in mt_bench.second_turns(rows)))
         kw.pop("limit", None)  # turn 2 follows exactly the questions turn 1 answered
-        return sample(
-            str(turn2), out / "answers-turn2", engine, params=params, columns=PromptColumns(messages="messages"), **kw
+        return answers(
+            str(turn2), out / "answers-turn2", engine, params, columns=PromptColumns(messages="messages"), **kw
         )
 
     def score(
@@ -637,6 +653,7 @@ def run_benchmark(
     max_tokens: int = BENCHMARK.max_tokens,
     batch_size: int = BENCHMARK.batch_size,
     judge_settings: JudgeSettings = JudgeSettings(),
+    data_parallel: int = 1,
     resume: bool = True,
 ) -> BenchmarkResult:
     """Answer benchmark `name`'s prompts (the first `limit`) with `engine`, greedily, then score
@@ -650,9 +667,11 @@ def run_benchmark(
     bench.prepare()  # data and scorer, before a model loads
     out = Path(out)
     params = SamplingConfig(n=1, temperature=0.0, max_tokens=max_tokens)
-    answers = bench.answer(out, engine, params, limit=limit, batch_size=batch_size, resume=resume)
-    result = BenchmarkResult(out, answers)
-    if not answers.ok:
+    answered = bench.answer(
+        out, engine, params, limit=limit, batch_size=batch_size, resume=resume, data_parallel=data_parallel
+    )
+    result = BenchmarkResult(out, answered)
+    if not answered.ok:
         return result
     result.scoring, result.scored, result.summary = bench.score(out, judge, judge_settings, resume)
     if result.summary is not None:
