@@ -199,8 +199,15 @@ def test_self_judge_round_starts_from_jsft_and_judges_with_it(engine, tmp_path: 
 @needs_axolotl
 def test_verifier_round_needs_no_judge_model_and_measures_ifeval(engine, tmp_path: Path) -> None:
     """SELF-JUDGE with a verifier: best-of by IFEval's checkers (no judge model starts), SFT on the
-    winners, and IFEval (benchmarks only, no pairwise judge) for the trained policy and round 0."""
-    ifeval = {"pairwise": False, "benchmarks": ["ifeval"], "benchmark_prompts": 3, "benchmark_max_tokens": 16}
+    winners, and benchmarks only (no pairwise judge) for the trained policy and round 0: IFEval, and
+    AlpacaEval judged by the starting policy (the recipe's `benchmark_judge`)."""
+    ifeval = {
+        "pairwise": False,
+        "benchmarks": ["ifeval", "alpaca_eval"],
+        "benchmark_prompts": 3,
+        "benchmark_max_tokens": 16,
+        "benchmark_judge": {"model": "start"},
+    }
     # 16-token answers rarely follow every instruction: keep every winner, so the step trains.
     best = {"verifier": "instructions", "min_score": 0.0}
     recipe = tiny("self-judge-verifier", tmp_path, eval=ifeval, best_of=best, sample={"n": 3, "max_tokens": 16})
@@ -219,3 +226,9 @@ def test_verifier_round_needs_no_judge_model_and_measures_ifeval(engine, tmp_pat
     result = plan["eval"]["benchmarks"]["ifeval"]
     assert result["round"]["prompts"] == result["start"]["prompts"] == result["vs_start"]["prompts"] == 3
     assert set(plan["eval"]) == {"benchmarks"} and not (work / "eval" / "round-0" / "samples").exists()
+    alpaca = plan["eval"]["benchmarks"]["alpaca_eval"]
+    judged = read_run(Path(alpaca["run"]) / "scores", "alpaca_eval")
+    assert judged.height == 3 and (judged["model"] == engine.model).all()  # judged by the start model
+    assert (judged["policy_model"] == plan["next_policy"]).all()  # answered by the trained policy
+    assert alpaca["round"]["judge"] == engine.model and alpaca["vs_start"]["prompts"] == alpaca["round"]["prompts"]
+    assert (Path(alpaca["run"]) / "model_outputs.json").is_file()

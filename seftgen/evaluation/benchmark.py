@@ -654,6 +654,7 @@ def run_benchmark(
     batch_size: int = BENCHMARK.batch_size,
     judge_settings: JudgeSettings = JudgeSettings(),
     data_parallel: int = 1,
+    answers_only: bool = False,
     resume: bool = True,
 ) -> BenchmarkResult:
     """Answer benchmark `name`'s prompts (the first `limit`) with `engine`, greedily, then score
@@ -662,7 +663,7 @@ def run_benchmark(
     A rerun resumes the answers and scores only what is new; a run whose answers or judgments had
     failures (an API that stayed down) is finished by the rerun."""
     bench = get(name)
-    if bench.judged and judge is None:
+    if bench.judged and judge is None and not answers_only:
         raise UserError(f"{name} is scored by a judge model: give one", param="judge")
     bench.prepare()  # data and scorer, before a model loads
     out = Path(out)
@@ -671,7 +672,7 @@ def run_benchmark(
         out, engine, params, limit=limit, batch_size=batch_size, resume=resume, data_parallel=data_parallel
     )
     result = BenchmarkResult(out, answered)
-    if not answered.ok:
+    if not answered.ok or answers_only:
         return result
     result.scoring, result.scored, result.summary = bench.score(out, judge, judge_settings, resume)
     if result.summary is not None:

@@ -61,17 +61,21 @@ def evaluate_round(
         bench_judge = engine_for(recipe, ev.benchmark_judge, judge_ref)
 
     def benchmarks(spec: EngineSpec, k: int) -> None:
-        for name in ev.benchmarks:
-            run = run_benchmark(
-                name,
-                work.benchmark_dir(k, name),
-                spec,
-                judge=bench_judge if get(name).judged else None,
-                limit=ev.benchmark_prompts,
-                max_tokens=ev.benchmark_max_tokens,
-            )
-            if not run.ok:
-                raise UserError(f"benchmark {name} of round {k} has failed answers: rerun the round to retry them")
+        # Every benchmark's answers first, with this model's engine; then the scoring, so a local
+        # judge's engine takes the device once (one engine per device at a time on a GPU).
+        for answers_only in (True, False):
+            for name in ev.benchmarks:
+                run = run_benchmark(
+                    name,
+                    work.benchmark_dir(k, name),
+                    spec,
+                    judge=bench_judge if get(name).judged else None,
+                    limit=ev.benchmark_prompts,
+                    max_tokens=ev.benchmark_max_tokens,
+                    answers_only=answers_only,
+                )
+                if not (run.answers.ok if answers_only else run.ok):
+                    raise UserError(f"benchmark {name} of round {k} has failures: rerun the round to retry them")
 
     if not ev.pairwise:  # the benchmarks alone
         trained_spec = engine_for(recipe, StageModel(model=trained), trained)
