@@ -33,8 +33,8 @@ TRAIN := $(TRAIN_ENV)/.stamp-train
 .PHONY: demo test test-fast install train-env model lint bench clean
 
 demo: $(GEN) $(TRAIN) model
-	@echo "demo: two SEFT rounds (reviser and policy trained on CPU, about 8 min), then one SELF-JUDGE round"
-	@echo "      with a verifier judge, scored on IFEval against round 0 (about 6 min); reports in runs/"
+	@echo "demo: two SEFT rounds (reviser and policy trained on CPU, 8-14 min on 2 cores), then one SELF-JUDGE"
+	@echo "      round with a verifier judge, scored on IFEval against round 0 (6-11 min); reports in runs/"
 	$(BIN)/seftgen round seft --rounds 1-2 --train --preset cpu --workdir runs/demo
 	$(BIN)/seftgen report runs/demo
 	$(BIN)/seftgen round self-judge-verifier --train --preset cpu --workdir runs/demo-verifier
