@@ -286,6 +286,12 @@ def _scores(run: Path) -> pl.DataFrame:
     return read_run(run) if part_files(run) else pl.DataFrame()
 
 
+def _judged_summary(scores: Path, summarize: Any) -> dict[str, Any]:
+    """A judged benchmark's summary over its scores run; the judge is the rows' model."""
+    df = _scores(scores)
+    return summarize([]) if df.is_empty() else summarize(df.to_dicts(), judge=df["model"][0])
+
+
 def _page_base(r: dict[str, Any]) -> dict[str, Any]:
     return {"prompt_id": r["prompt_id"], "prompt": "\n\n".join(m["content"] for m in r["messages"]), "kept": None}
 
@@ -352,10 +358,7 @@ class AlpacaEval(Benchmark):
         return _judge_all(self, out, store, engine, process, settings, self.summarize)
 
     def summarize(self, scores: Path) -> dict[str, Any]:
-        df = _scores(scores)
-        if df.is_empty():
-            return alpaca_eval.summarize([])
-        return alpaca_eval.summarize(df.to_dicts(), judge=df["model"][0])
+        return _judged_summary(scores, alpaca_eval.summarize)
 
     def values(self, scores: Path) -> dict[str, float]:
         df = _scores(scores)
@@ -482,10 +485,7 @@ class MTBench(Benchmark):
         return _judge_all(self, out, store, engine, process, settings, self.summarize, todo)
 
     def summarize(self, scores: Path) -> dict[str, Any]:
-        df = _scores(scores)
-        if df.is_empty():
-            return mt_bench.summarize([])
-        return mt_bench.summarize(df.to_dicts(), judge=df["model"][0])
+        return _judged_summary(scores, mt_bench.summarize)
 
     def values(self, scores: Path) -> dict[str, float]:
         per: dict[str, list[float]] = {}
@@ -634,7 +634,6 @@ def arena_hard_answer(r: dict[str, Any], model: str) -> dict[str, Any]:
 
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (IFEval(), AlpacaEval(), MTBench(), ArenaHard())}
-SCORED = tuple(name for name, b in BENCHMARKS.items() if b.table is not None)  # what a round can compare
 
 
 def get(name: str) -> Benchmark:
@@ -715,7 +714,7 @@ def benchmark_notes(name: str, summary: dict[str, Any]) -> list[str]:
     return notes
 
 
-__all__ = ["BENCHMARKS", "SCORED", "Benchmark", "BenchmarkResult", "JudgeSettings", "get", "run_benchmark"]
+__all__ = ["BENCHMARKS", "Benchmark", "BenchmarkResult", "JudgeSettings", "get", "run_benchmark"]
 
 
 if __name__ == "__main__":  # `make model`: every benchmark's data fetched once, at install time
