@@ -96,7 +96,7 @@ class Benchmark(ABC):
         return answers(str(self.prompts_file()), out / "answers", engine, params, **kw)
 
     def answer_rows(self, out: Path) -> pl.DataFrame:
-        return read_run(out / "answers", "samples").filter(pl.col("finish_reason") != "error")
+        return _answered(out / "answers")
 
     @abstractmethod
     def score(
@@ -144,6 +144,11 @@ def answers(
     from seftgen.stages.parallel import run_data_parallel
 
     return run_data_parallel(sample, source, out, engine, data_parallel, params=params, **kw)
+
+
+def _answered(run: Path) -> pl.DataFrame:
+    """The answers of a samples run that has them (rows whose call failed hold no answer)."""
+    return read_run(run, "samples").filter(pl.col("finish_reason") != "error")
 
 
 def _model_id(model: str) -> str:
@@ -227,7 +232,7 @@ def score_answers(answers: Path, out: Path, items: dict[str, ifeval.Item] | None
     manifest = _answers_manifest(answers)
     items = items if items is not None else ifeval.load_items()
     config = {"answers": str(answers), "answers_run_id": manifest.run_id, "checker": _checker()}
-    rows = read_run(answers, "samples").filter(pl.col("finish_reason") != "error")
+    rows = _answered(answers)
     store = RunStore.open(out, IFEVAL, Stage.BENCHMARK, config)
     with store:
         new = []
@@ -273,7 +278,7 @@ def export_official(answers: Path, target: Path, items: dict[str, ifeval.Item] |
     """The answers as google-research's `evaluation_main --input_response_data` reads them:
     one JSON line per prompt with `prompt` and `response`."""
     items = items if items is not None else ifeval.load_items()
-    rows = read_run(answers, "samples").filter(pl.col("finish_reason") != "error").sort("source_id")
+    rows = _answered(answers).sort("source_id")
     lines = [
         json.dumps({"prompt": items[r["source_id"]].prompt, "response": r["response"]})
         for r in rows.iter_rows(named=True)
@@ -431,7 +436,7 @@ class MTBench(Benchmark):
         engine = ensure_engine(judge)  # type: ignore[arg-type] - run_benchmark requires a judge
         questions = mt_bench.load_questions()
         first = {r["source_id"]: r for r in self.answer_rows(out).to_dicts()}
-        second = read_run(out / "answers-turn2", "samples").filter(pl.col("finish_reason") != "error")
+        second = _answered(out / "answers-turn2")
         regex = mt_bench.rating_regex(max(1, settings.max_tokens * 2))  # room to finish in the budget
         params = SamplingConfig(n=1, temperature=0.0, max_tokens=settings.max_tokens, regex=regex)
         constrained = settings.constrain and engine.constrains
@@ -496,7 +501,7 @@ class MTBench(Benchmark):
 
     def export(self, out: Path) -> Path:
         model = self.model_id(out)
-        second = read_run(out / "answers-turn2", "samples").filter(pl.col("finish_reason") != "error")
+        second = _answered(out / "answers-turn2")
         turn2 = {r["source_id"]: r["response"] for r in second.iter_rows(named=True)}
         rows = mt_bench.official_answers(self.answer_rows(out).to_dicts(), turn2, model)
         return _write_atomic(self.official_path(out), "".join(json.dumps(r) + "\n" for r in rows))
