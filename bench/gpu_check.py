@@ -38,6 +38,8 @@ from typing import Any
 import yaml
 from harness import REPO, quiet
 
+from seftgen.devices import IN_PROCESS_ENV
+
 
 def residency_round(workdir: Path, model: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     """A tiny SEFT round in a `seftgen round` process: the policy (`model`) samples 3 prompts, a copy
@@ -63,7 +65,13 @@ def residency_round(workdir: Path, model: Path, env: dict[str, str] | None = Non
     path.write_text(yaml.safe_dump(recipe))
     log = workdir / "residency.jsonl"
     log.unlink(missing_ok=True)
-    run_env = {**os.environ, **(env or {}), "SEFTGEN_RESIDENCY": "exclusive", "SEFTGEN_RESIDENCY_LOG": str(log)}
+    run_env = {
+        **os.environ,
+        IN_PROCESS_ENV: "1",  # EngineCore in its own process, as on a GPU (small CPUs run it in process)
+        **(env or {}),
+        "SEFTGEN_RESIDENCY": "exclusive",
+        "SEFTGEN_RESIDENCY_LOG": str(log),
+    }
     cmd = [sys.executable, "-m", "seftgen.cli.app", "round", str(path), "--workdir", str(workdir / "w")]
     began = time.monotonic()
     proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=1800, check=False)

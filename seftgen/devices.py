@@ -14,6 +14,7 @@ from pathlib import Path
 
 ENV = "SEFTGEN_DEVICE"
 RESERVED_CPU_ENV = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+IN_PROCESS_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"  # "0": EngineCore and its worker run in the caller
 SMALL_CPU = 4  # cores at or below which vLLM's reserved core costs more than it saves
 _DRIVER_GPUS = Path("/proc/driver/nvidia/gpus")
 
@@ -115,14 +116,33 @@ def cpu_engine_env(cores: int | None = None) -> dict[str, str]:
     """The environment a local vLLM engine on the CPU runs with, for the variables seftgen sets:
     the user's own value when set, else seftgen's default; empty on GPUs and where vLLM decides.
 
-    vLLM 0.32's CPU worker keeps cores off the model's OpenMP threads for EngineCore
-    (`utils/ompmultiprocessing.py`: "at least reserve 1/local_world_size core for scheduler proc as
-    always use MP executor"; `VLLM_CPU_NUM_OF_RESERVED_CPU` overrides it). On 2 cores that halves
-    the threads that decode: with none reserved the demo model decoded 1.3-1.5x faster here
-    (docs/benchmarks.md, "every core decodes on small CPUs"). Above SMALL_CPU cores one core is a
-    small price for a scheduler that never waits, so vLLM's rule stands."""
+    Both defaults apply to small CPUs (at most SMALL_CPU cores); above that vLLM's rules stand.
+    - Every core decodes. vLLM 0.32's CPU worker keeps cores off the model's OpenMP threads for
+      EngineCore (`utils/ompmultiprocessing.py`: "at least reserve 1/local_world_size core for
+      scheduler proc as always use MP executor"; `VLLM_CPU_NUM_OF_RESERVED_CPU` overrides it). On
+      2 cores that halves the threads that decode: with none reserved the demo model decoded
+      1.3-1.5x faster here (docs/benchmarks.md, "every core decodes on small CPUs").
+    - The engine runs in this process. `LLMEngine` takes `multiprocess_mode` from
+      `VLLM_ENABLE_V1_MULTIPROCESSING` (`v1/engine/llm_engine.py`); at "1" EngineCore is a spawned
+      process, and the CPU platform makes its worker another one (`platforms/cpu.py`: "OMP requires
+      the MP executor to function correctly"), each importing torch and vLLM again. At "0" both run
+      in this process (the uni executor): an engine started here in 20-23 s against 50-53 s, and a
+      second one in the same process in 8 s against 33 s, decoding at the same speed within noise
+      (docs/benchmarks.md, "the engine in process on small CPUs"). A GPU keeps the processes:
+      there EngineCore's busy loop overlaps the model's steps, and this process never touches CUDA.
+    """
     if accelerator() != "cpu":
         return {}
-    if RESERVED_CPU_ENV in os.environ:
-        return {RESERVED_CPU_ENV: os.environ[RESERVED_CPU_ENV]}
-    return {RESERVED_CPU_ENV: "0"} if (cores if cores is not None else usable_cores()) <= SMALL_CPU else {}
+    small = (cores if cores is not None else usable_cores()) <= SMALL_CPU
+    env: dict[str, str] = {}
+    for var in (RESERVED_CPU_ENV, IN_PROCESS_ENV):
+        if var in os.environ:
+            env[var] = os.environ[var]
+        elif small:
+            env[var] = "0"
+    return env
+
+
+def in_process(env: dict[str, str]) -> bool:
+    """Whether an engine started with `env` (cpu_engine_env's) runs in the calling process."""
+    return env.get(IN_PROCESS_ENV, os.environ.get(IN_PROCESS_ENV, "1")) == "0"

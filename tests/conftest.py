@@ -112,11 +112,12 @@ class Server:
             "--max-logprobs",
             "20",
         ]
-        from seftgen.devices import cpu_engine_env
+        from seftgen.devices import IN_PROCESS_ENV, cpu_engine_env
         from seftgen.watchdog import ensure_watchdog
 
         ensure_watchdog()  # the server ends with the test session, even if pytest is killed
         env = os.environ | cpu_engine_env()  # the cores seftgen's own engines decode on
+        env.pop(IN_PROCESS_ENV, None)  # but its processes as vLLM lays them out for `vllm serve`
         self.proc = subprocess.Popen(
             cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env
         )

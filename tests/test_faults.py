@@ -5,7 +5,9 @@ drawn from a seeded generator (printed, so a failure names them), and is then ru
 Checked after every kill: no process of the killed run (vLLM's EngineCore included) survives; and
 at the end: every key exactly once, the same keys and count as an uninterrupted run, no temporary
 files. Only the seftgen process itself is killed, never its process group: the engine's own
-processes must go because seftgen's watchdog ends them.
+processes must go because seftgen's watchdog ends them. On this small CPU seftgen runs the engine
+in its own process (`devices.cpu_engine_env`); the sample case forces vLLM's processes, as on a GPU,
+so that the watchdog's part is proven too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 from conftest import DEMO_PROMPTS, SERVED_NAME, run_cli
 
 from seftgen.choices import RunStatus
+from seftgen.devices import IN_PROCESS_ENV
 from seftgen.engines.base import SamplingConfig
 from seftgen.io.store import load_manifest, part_files, read_run
 from seftgen.stages.sample import sample
@@ -53,7 +56,7 @@ def keys(run: Path) -> list[tuple]:
 
 
 def kill_at_random_point(
-    args: list[str], out: Path, rng: random.Random, log: Path, sig: int, startup: bool = True
+    args: list[str], out: Path, rng: random.Random, log: Path, sig: int, startup: bool = True, env: dict | None = None
 ) -> str:
     """Start `seftgen ARGS`, kill it with `sig` at a random point; return the point (logged).
     Asserts that every process the run had started is gone within seconds."""
@@ -64,7 +67,12 @@ def kill_at_random_point(
     print(f"kill point (seed {SEED}): {' '.join(args[:1])}: {point}")
     before = len(part_files(out)) if out.exists() else 0
     with log.open("ab") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "seftgen.cli.app", *args], stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "seftgen.cli.app", *args],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=os.environ | (env or {}),
+        )
     deadline = time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:
         if after_parts == 0 or (out.exists() and len(part_files(out)) >= before + after_parts):
@@ -72,6 +80,7 @@ def kill_at_random_point(
         time.sleep(0.05)
     time.sleep(delay)
     tree = _descendants([proc.pid], skip=-1)  # EngineCore, the watchdog, ...
+    titles = [_title(pid) for pid in tree]
     assert proc.poll() is None, f"finished before the kill point {point}:\n{log.read_text()[-2000:]}"
     os.kill(proc.pid, sig)  # the seftgen process only, as a user's kill or an OOM killer does
     proc.wait(60)
@@ -79,7 +88,17 @@ def kill_at_random_point(
     while _alive(tree) and time.monotonic() < gone_by:
         time.sleep(0.2)
     assert not _alive(tree), f"processes outlived the run killed {point}: {sorted(_alive(tree))}"
+    if env and env.get(IN_PROCESS_ENV) == "1" and after_parts:  # vLLM's processes were up, and went too
+        assert any(b"EngineCore" in t for t in titles), f"no EngineCore among {titles}"
     return point
+
+
+def _title(pid: int) -> bytes:
+    """A process's command line, as vLLM retitles its own (`VLLM::EngineCore`)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def check_complete(run: Path, reference: Path) -> None:
@@ -137,7 +156,13 @@ def test_kill_anywhere_local_engine(engine, six_prompts: Path, tmp_path: Path) -
             # SIGTERM after the attempt opened, so there is an attempt to close.
             startup = sig == signal.SIGKILL
             kill_at_random_point(
-                argv(run, six_prompts) + SMALL_ENGINE, run, rng, tmp_path / f"{name}.log", sig, startup=startup
+                argv(run, six_prompts) + SMALL_ENGINE,
+                run,
+                rng,
+                tmp_path / f"{name}.log",
+                sig,
+                startup=startup,
+                env={IN_PROCESS_ENV: "1"} if name == "sample" else None,  # vLLM's processes, as on a GPU
             )
             manifest = load_manifest(run)  # read as it is: nobody runs it any more
             assert manifest.status == RunStatus.INTERRUPTED, manifest

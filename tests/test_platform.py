@@ -9,6 +9,8 @@ import pytest
 
 from seftgen import devices
 from seftgen.engines import EngineSpec, get_engine
+from seftgen.engines.base import SamplingConfig
+from seftgen.errors import UserError
 
 # /proc/cpuinfo lines: this project's VM (AVX2 only), a Sapphire Rapids Xeon, an AWS Graviton3.
 AVX2_EPYC = "flags\t\t: fpu vme de pse tsc msr pae mce cx8 sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2\n"
@@ -39,37 +41,40 @@ def test_an_engine_records_the_dtype_it_resolved(engine) -> None:
 @pytest.mark.parametrize(
     ("device", "cores", "user", "expected"),
     [
-        ("cpu", 2, None, {devices.RESERVED_CPU_ENV: "0"}),  # small machines: every core decodes
-        ("cpu", devices.SMALL_CPU + 1, None, {}),  # larger ones: vLLM's reserved core stands
-        ("cpu", 2, "1", {devices.RESERVED_CPU_ENV: "1"}),  # the user's own value wins, and is recorded
+        # small machines: every core decodes, in this process
+        ("cpu", 2, None, {devices.RESERVED_CPU_ENV: "0", devices.IN_PROCESS_ENV: "0"}),
+        ("cpu", devices.SMALL_CPU + 1, None, {}),  # larger ones: vLLM's reserved core and processes stand
+        # the user's own values win, and are recorded
+        ("cpu", 2, "1", {devices.RESERVED_CPU_ENV: "1", devices.IN_PROCESS_ENV: "1"}),
+        ("cpu", devices.SMALL_CPU + 1, "0", {devices.RESERVED_CPU_ENV: "0", devices.IN_PROCESS_ENV: "0"}),
         ("cuda", 2, None, {}),
     ],
 )
 def test_cpu_engine_env_by_platform(monkeypatch, device: str, cores: int, user: str | None, expected: dict) -> None:
     monkeypatch.setenv("SEFTGEN_DEVICE", device)
-    if user is None:
-        monkeypatch.delenv(devices.RESERVED_CPU_ENV, raising=False)
-    else:
-        monkeypatch.setenv(devices.RESERVED_CPU_ENV, user)
+    for var in (devices.RESERVED_CPU_ENV, devices.IN_PROCESS_ENV):
+        if user is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, user)
     assert devices.cpu_engine_env(cores) == expected
+    assert devices.in_process(expected) is (expected.get(devices.IN_PROCESS_ENV) == "0")
 
 
 def test_the_engine_decodes_on_every_core_of_a_small_cpu(engine) -> None:
-    """On this 2-core machine no core is kept for EngineCore: vLLM's worker got the setting, and its
-    OpenMP threads are bound to every core (vLLM's own default binds them to one of the two)."""
+    """On this 2-core machine the engine runs in this process: vLLM started no EngineCore or worker
+    process for it, so no core is kept for one, and the model's threads span every core."""
     if devices.accelerator() != "cpu" or devices.usable_cores() > devices.SMALL_CPU:
         pytest.skip("the policy applies to CPUs of at most SMALL_CPU cores")
+    import torch
+
     assert engine.llm is not None  # started (the session engine)
-    assert engine.settings[devices.RESERVED_CPU_ENV] == "0"
-    cores: set[int] = set()
-    for pid in engine.pids:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        assert f"{devices.RESERVED_CPU_ENV}=0".encode() in environ
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            affinity = os.sched_getaffinity(int(task.name))
-            if len(affinity) == 1:  # an OpenMP thread bound to its core
-                cores |= affinity
-    assert cores == os.sched_getaffinity(0), cores
+    assert engine.settings[devices.RESERVED_CPU_ENV] == "0" and engine.settings[devices.IN_PROCESS_ENV] == "0"
+    assert engine.pids == set()  # vLLM started no process for it
+    assert type(engine.llm.llm_engine.engine_core).__name__ == "InprocClient"
+    assert torch.get_num_threads() == devices.usable_cores()
+    pinned = [os.sched_getaffinity(int(t.name)) for t in Path("/proc/self/task").iterdir()]
+    assert all(a == os.sched_getaffinity(0) for a in pinned), pinned  # no thread is held to one core
 
 
 @pytest.mark.parametrize(
@@ -107,3 +112,31 @@ def test_context_length_by_platform(monkeypatch, demo_model, device: str, given:
     assert engine.settings["max_model_len"] == expected
     if expected > 0:
         assert engine.max_model_len == expected  # known without starting the engine
+
+
+def test_an_engine_in_this_process_sizes_its_own_kv_cache(engine, demo_model: Path) -> None:
+    """vLLM would charge an engine in this process for all the process holds (the session engine's
+    cache included); seftgen gives it the share minus its own weights and runtime, as vLLM would an
+    engine alone in its process. The weights come from the safetensors headers."""
+    import psutil
+
+    from seftgen.engines.memory import RUNTIME_BYTES, in_process_kv_bytes, weight_bytes
+    from seftgen.engines.vllm_engine import VLLMEngine
+
+    stored = sum(f.stat().st_size for f in demo_model.glob("*.safetensors"))  # bf16 on disk, plus headers
+    assert 0 < stored - weight_bytes(str(demo_model), "auto") < 1 << 20
+    assert weight_bytes(str(demo_model), "float32") == 2 * weight_bytes(str(demo_model), "bfloat16")
+    assert weight_bytes("HuggingFaceTB/SmolLM2-135M-Instruct", "float32") is None  # a hub id: vLLM's rule
+    if not devices.in_process(devices.cpu_engine_env()):
+        pytest.skip("engines run in their own processes here")
+    share = engine.settings["gpu_memory_utilization"]
+    expected = int(share * psutil.virtual_memory().total) - weight_bytes(engine.model, engine.settings["dtype"])
+    assert engine.settings["kv_cache_memory_bytes"] == expected - RUNTIME_BYTES
+    # A second engine beside the session's starts with its own cache (vLLM's rule gave it none).
+    other = VLLMEngine(str(demo_model), seed=7)
+    try:
+        assert other.generate([[{"role": "user", "content": "Hi"}]], SamplingConfig(max_tokens=2))[0].completions
+    finally:
+        other.close()
+    with pytest.raises(UserError, match=r"leaves 0\.00 GiB"):
+        in_process_kv_bytes(str(demo_model), "float32", 0.01)

@@ -4,7 +4,8 @@ A call renders and enqueues its conversations (`LLM.enqueue_chat`), then steps t
 its own requests are finished. Calls may overlap from two threads: they share one engine, and
 whichever caller is waiting steps it and hands each finished output to the call it belongs to.
 So the stage runner can enqueue the next batch while the current one's longest sequences finish,
-and vLLM's EngineCore (its own process) keeps generating while the caller parses and writes.
+and vLLM's EngineCore keeps generating while the caller parses and writes (EngineCore is its own
+process on GPUs; on small CPUs it runs in this one, where the model's steps release the GIL).
 
 A step holds the engine lock while it waits for EngineCore's next output, and a thread that
 releases a lock usually takes it straight back: a caller waiting to enqueue could wait for many
@@ -15,6 +16,7 @@ steps while the engine runs below its width. So enqueueing has priority: stepper
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import threading
@@ -24,8 +26,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seftgen.choices import EngineKind
-from seftgen.devices import accelerator, cpu_engine_env, default_dtype, default_eager, default_max_model_len
+from seftgen.devices import (
+    accelerator,
+    cpu_engine_env,
+    default_dtype,
+    default_eager,
+    default_max_model_len,
+    in_process,
+)
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig, ends_in_prefix
+from seftgen.engines.memory import KV_SPACE_ENV, in_process_kv_bytes
 from seftgen.errors import UserError
 
 # Room for a chat template's own text (role markers, a default system prompt) in the byte bound
@@ -105,6 +115,11 @@ class VLLMEngine(Engine):
         }
         self._before_start = before_start
         self._env = cpu_engine_env()  # set when the engine starts: vLLM's processes inherit it
+        if in_process(self._env) and KV_SPACE_ENV not in os.environ:
+            # vLLM would charge this engine for everything the process holds (engines/memory.py).
+            kv = in_process_kv_bytes(model, self._settings["dtype"], self._settings["gpu_memory_utilization"])
+            if kv is not None:
+                self._settings["kv_cache_memory_bytes"] = kv
         self._llm: Any = None
         self._start_lock = threading.Lock()
         self.pids: set[int] = set()  # the engine's own processes (EngineCore, its worker), once started
@@ -146,9 +161,22 @@ class VLLMEngine(Engine):
                     if self._before_start is not None:
                         self._before_start()
                     os.environ.update(self._env)
+                    here = in_process(self._env)
+                    if here:
+                        # An engine that ran in this process left vLLM's environment cached
+                        # (`v1/engine/core.py` calls `envs.enable_envs_cache()` once EngineCore is
+                        # up); this one must read the environment just set.
+                        from vllm import envs
+
+                        envs.disable_envs_cache()
                     began, before = time.monotonic(), child_pids()
                     llm = LLM(**self._settings)
                     self.pids = child_pids() - before
+                    if here:
+                        # EngineCore froze this whole process's heap for the garbage collector
+                        # (`utils/gc_utils.py: freeze_gc_heap`, "invoked after server init"): thaw
+                        # it, or cycles that outlive a closed engine are never collected.
+                        gc.unfreeze()
                     self.startup_s += time.monotonic() - began
                     self._llm = llm
         return self._llm
@@ -304,3 +332,6 @@ class VLLMEngine(Engine):
             engine_core = getattr(llm.llm_engine, "engine_core", None)
             if engine_core is not None and hasattr(engine_core, "shutdown"):
                 engine_core.shutdown()
+            if in_process(self._env):
+                del llm, engine_core
+                gc.collect()  # in this process the weights and KV cache go with the last reference
