@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from seftgen import devices
-from seftgen.engines import EngineSpec, get_engine
+from seftgen.engines import EngineSpec, cached_engines, get_engine, release_engines
 from seftgen.engines.base import SamplingConfig
 from seftgen.errors import UserError
 
@@ -121,7 +121,6 @@ def test_an_engine_in_this_process_sizes_its_own_kv_cache(engine, demo_model: Pa
     import psutil
 
     from seftgen.engines.memory import RUNTIME_BYTES, in_process_kv_bytes, weight_bytes
-    from seftgen.engines.vllm_engine import VLLMEngine
 
     stored = sum(f.stat().st_size for f in demo_model.glob("*.safetensors"))  # bf16 on disk, plus headers
     assert 0 < stored - weight_bytes(str(demo_model), "auto") < 1 << 20
@@ -132,11 +131,17 @@ def test_an_engine_in_this_process_sizes_its_own_kv_cache(engine, demo_model: Pa
     share = engine.settings["gpu_memory_utilization"]
     expected = int(share * psutil.virtual_memory().total) - weight_bytes(engine.model, engine.settings["dtype"])
     assert engine.settings["kv_cache_memory_bytes"] == expected - RUNTIME_BYTES
-    # A second engine beside the session's starts with its own cache (vLLM's rule gave it none).
-    other = VLLMEngine(str(demo_model), seed=7)
+    # A second engine in this process gets its own cache (vLLM's rule gave it none). The session's
+    # engine is closed first (engines in one process share vLLM's process-wide state: closing one
+    # tore down the groups the other stepped with), and starts again on its next use.
+    callers = cached_engines()
+    hello = [[{"role": "user", "content": "Hi"}]]
+    other = get_engine(EngineSpec(seed=7))
     try:
-        assert other.generate([[{"role": "user", "content": "Hi"}]], SamplingConfig(max_tokens=2))[0].completions
+        assert other.generate(hello, SamplingConfig(max_tokens=2))[0].completions
+        assert not engine.started and other.started
     finally:
-        other.close()
+        release_engines(callers)
+    assert engine.generate(hello, SamplingConfig(max_tokens=2))[0].completions and engine.started
     with pytest.raises(UserError, match=r"leaves 0\.00 GiB"):
         in_process_kv_bytes(str(demo_model), "float32", 0.01)

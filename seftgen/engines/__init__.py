@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from seftgen.choices import EngineKind
-from seftgen.devices import default_dtype, default_eager, default_max_model_len
+from seftgen.devices import cpu_engine_env, default_dtype, default_eager, default_max_model_len, in_process
 from seftgen.engines import residency
 from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig
 from seftgen.errors import UserError
@@ -71,8 +71,19 @@ _CACHE: dict[EngineSpec, Engine] = {}
 def make_room(spec: EngineSpec, share: float) -> None:
     """The residency policy (`residency.py`): on an accelerator, close every other local engine,
     and see its processes gone and its memory free, before `spec`'s engine starts, unless every
-    engine's memory share was given and they fit together. Engines not started yet hold nothing."""
+    engine's memory share was given and they fit together. Engines that run in this process (small
+    CPUs) are always closed first. Engines not started yet hold nothing."""
     local = [s for s in _CACHE if s.kind == EngineKind.VLLM and getattr(_CACHE[s], "started", True) and s != spec]
+    if local and in_process(cpu_engine_env()):
+        # Engines in this process share vLLM's process-wide state: closing one tears down the
+        # model-parallel groups that every other one steps with (`v1/engine/core.py`, shutdown:
+        # `cleanup_dist_env_and_memory()`), so they never coexist. The closed ones stay cached and
+        # start again on their next use (seconds in process, docs/benchmarks.md).
+        for other in local:
+            residency.JOURNAL.add("close", other.model, [])
+            _CACHE[other].close()
+        residency.JOURNAL.add("start", spec.model, {"previous_alive": []})
+        return
     if (
         not local
         or not residency.exclusive()

@@ -10,7 +10,9 @@ accelerator, every other local engine is closed (vLLM's multiprocess mode ends E
 shutdown: SIGTERM, then kill) and its processes are seen gone, then its memory is seen free
 (NVML, or `nvidia-smi`), with a timeout and an error that names what still holds it.
 
-On the CPU backend the share is of ALL RAM and engines coexist (the test suite relies on it).
+On the CPU backend the share is of ALL RAM and engines in their own processes coexist. Engines
+that run in this process (small CPUs, `devices.cpu_engine_env`) take turns whatever the policy:
+they share vLLM's process-wide state (`engines.make_room`).
 `SEFTGEN_RESIDENCY=exclusive|shared` forces the policy, so a CPU test can prove the GPU one.
 """
 
