@@ -126,10 +126,11 @@ def cpu_engine_env(cores: int | None = None) -> dict[str, str]:
       `VLLM_ENABLE_V1_MULTIPROCESSING` (`v1/engine/llm_engine.py`); at "1" EngineCore is a spawned
       process, and the CPU platform makes its worker another one (`platforms/cpu.py`: "OMP requires
       the MP executor to function correctly"), each importing torch and vLLM again. At "0" both run
-      in this process (the uni executor): an engine started here in 20-23 s against 50-53 s, and a
-      second one in the same process in 8 s against 33 s, decoding at the same speed within noise
-      (docs/benchmarks.md, "the engine in process on small CPUs"). A GPU keeps the processes:
-      there EngineCore's busy loop overlaps the model's steps, and this process never touches CUDA.
+      in this process (the uni executor): an engine started in 22 s against 52 s, and a second one
+      in the same process in 5 s against 33 s, decoding at 0.95 of the speed (docs/benchmarks.md,
+      "the engine in process on small CPUs"). Engines in one process take turns
+      (`engines.make_room`). A GPU keeps the processes: there EngineCore's busy loop overlaps the
+      model's steps, and this process never touches CUDA.
     """
     if accelerator() != "cpu":
         return {}

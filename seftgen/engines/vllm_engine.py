@@ -115,7 +115,7 @@ class VLLMEngine(Engine):
         }
         self._before_start = before_start
         self._env = cpu_engine_env()  # set when the engine starts: vLLM's processes inherit it
-        if in_process(self._env) and KV_SPACE_ENV not in os.environ:
+        if accelerator() == "cpu" and in_process(self._env) and KV_SPACE_ENV not in os.environ:
             # vLLM would charge this engine for everything the process holds (engines/memory.py).
             kv = in_process_kv_bytes(model, self._settings["dtype"], self._settings["gpu_memory_utilization"])
             if kv is not None:
