@@ -11,7 +11,7 @@ import polars as pl
 
 from seftgen.evaluation.benchmark import get
 from seftgen.evaluation.rounds import RoundsView, RoundView
-from seftgen.io.store import read_run
+from seftgen.io.store import is_run, read_run
 
 # The per-row value whose spread each model stage shows (first present column wins).
 SCORE_COLUMNS = {"refined": "revised_score", "revised": "similarity", "pairs": "margin"}
@@ -33,7 +33,7 @@ def _outcomes(rnd: RoundView) -> dict[str, int]:
 def _scores(rnd: RoundView) -> tuple[str, list[float]] | None:
     for folder, column in SCORE_COLUMNS.items():
         run = rnd.dir / folder
-        if (run / "manifest.json").is_file():
+        if is_run(run):
             values = read_run(run).get_column(column).drop_nulls().cast(pl.Float64).to_list()
             if values:
                 return f"{folder}: {column}", values

@@ -14,7 +14,7 @@ import polars as pl
 
 from seftgen.errors import UserError
 from seftgen.evaluation.benchmark import get
-from seftgen.io.store import load_manifest, read_run
+from seftgen.io.store import is_run, load_manifest, read_run
 from seftgen.io.workdir import RoundPlan, Workdir
 
 MAX_ROWS_PER_RUN = 400  # the page stays small; the run folders hold everything
@@ -70,7 +70,7 @@ def word_diff(before: str | None, after: str | None) -> list[list[str]]:
 
 
 def _rows(run: Path) -> pl.DataFrame | None:
-    if not (run / "manifest.json").is_file():
+    if not is_run(run):
         return None
     return read_run(run).head(MAX_ROWS_PER_RUN)
 
@@ -86,7 +86,7 @@ def browse_rows(work: RoundsView) -> list[dict[str, Any]]:
     for rnd in work.rounds:
         for name, info in rnd.plan.stages.items():
             run = Path(info["path"])
-            table = load_manifest(run).table if (run / "manifest.json").is_file() else None
+            table = load_manifest(run).table if is_run(run) else None
             df = _rows(run) if table in ("revisions", "pairs") else None
             if df is None:
                 continue
@@ -154,7 +154,7 @@ def _benchmark_rows(work: RoundsView) -> list[dict[str, Any]]:
             runs[(rnd.round, name)] = workdir.benchmark_dir(rnd.round, name) / "scores"
     out: list[dict[str, Any]] = []
     for (k, name), run in sorted(runs.items()):
-        if (run / "manifest.json").is_file():  # a benchmark's scores run, read once by its own rows
+        if is_run(run):  # a benchmark's scores run, read once by its own rows
             rows = get(name).page_rows(run)[:MAX_ROWS_PER_RUN]
             out += [{"reason": None, **row, "round": k, "table": name} for row in rows]
     return out

@@ -32,6 +32,7 @@ __all__ = [
     "Manifest",
     "RunStore",
     "Shard",
+    "is_run",
     "load_manifest",
     "read_run",
     "scan_run",
@@ -93,6 +94,11 @@ def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def is_run(path: str | Path) -> bool:
+    """Whether `path` is a run folder (it has a manifest), without reading it."""
+    return (Path(path) / MANIFEST).is_file()
 
 
 def load_manifest(run_dir: str | Path, table: str | None = None) -> Manifest:
@@ -167,7 +173,7 @@ class RunStore:
         root = Path(root)
         check_out_dir(root)
         config_hash = stable_hash(config)
-        if (root / MANIFEST).exists():
+        if is_run(root):
             manifest = load_manifest(root)
             if not resume:
                 raise UserError("output folder already holds a run", file=root, hint="`resume`, or another `out`")

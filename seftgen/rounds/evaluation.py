@@ -13,7 +13,7 @@ from seftgen.errors import UserError
 from seftgen.evaluation.benchmark import compare, get, run_benchmark
 from seftgen.evaluation.evaluate import evaluate
 from seftgen.io.readers import PromptColumns
-from seftgen.io.store import Holdout, load_manifest
+from seftgen.io.store import Holdout, is_run, load_manifest
 from seftgen.io.workdir import START, Workdir
 from seftgen.rounds.recipe import Recipe, StageModel, engine_for, prompt_columns
 from seftgen.stages.sample import sample
@@ -98,7 +98,7 @@ def evaluate_round(
         baselines["vs_previous"] = round_k - 1
     for name, k in baselines.items():
         baseline = work.eval_samples(k)
-        if not (baseline / "manifest.json").is_file():
+        if not is_run(baseline):
             out[name] = {"skipped": f"no eval samples of the previous round ({baseline})"}
             continue
         run = work.eval_dir(round_k) / name.replace("_", "-")
