@@ -6,8 +6,15 @@ A format is a sequence of fields. Each field is the literal text the model write
 
 - `choice`: one of a list (a list, or the name of a template key holding one, such as `labels`);
 - `int`: an integer in [low, high], optionally wrapped (`wrap: ["[[", "]]"]`);
-- `line`: one line of free text (at most `max_chars`);
+- `line`: one line of free text;
 - `text`: free text to the end of the reply (last field only).
+
+Free text is not bounded in length by the regex: the reply's `max_tokens` bounds it, and a reply
+cut there is marked truncated and gated. A bound in the regex would cut a value mid-sentence with
+finish_reason "stop" (a truncation the gates cannot see), and xgrammar compiles each counted
+repetition such as `[^\\n]{0,299}` in about 2 s on a 2-core CPU (the critic's format took 4.3 s,
+measured 2026-12-07), close to the 5 s after which vLLM fails the request
+(`VLLM_REGEX_COMPILATION_TIMEOUT_S`, `v1/structured_output/utils.py`).
 
 `empty_when: {label: [keep]}` lets a `text` field be empty when an earlier choice took one of those
 values (the reviser's keep). `optional: true` lets the parser accept a reply without the field
@@ -44,7 +51,6 @@ class Field:
     low: int = 1
     high: int = 10
     wrap: tuple[str, str] = ("", "")
-    max_chars: int = 1000
     empty_when: tuple[str, tuple[str, ...]] | None = None
     optional: bool = False
 
@@ -61,8 +67,8 @@ class Field:
             return regex_literal(self.wrap[0]) + f"(?:{numbers})" + regex_literal(self.wrap[1])
         # Free text starts with a visible character: a blank value would not parse.
         if self.kind == "line":
-            return f"[^\\s][^\\n]{{0,{self.max_chars - 1}}}"
-        return f"[^\\s][\\s\\S]{{0,{self.max_chars - 1}}}"
+            return "[^\\s][^\\n]*"
+        return "[^\\s][\\s\\S]*"
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,10 @@ class OutputFormat:
             kind = next((k for k in KINDS if k in item), None)
             if kind is None:
                 raise UserError(f"field needs one of {', '.join(KINDS)}", file=file, field=where)
+            if "max_chars" in item:
+                raise UserError(
+                    "'max_chars' is not supported: the reply's max_tokens bounds free text", file=file, field=where
+                )
             value = item[kind]
             kwargs: dict[str, Any] = {}
             if kind == "choice":
@@ -110,7 +120,6 @@ class OutputFormat:
                     name=str(item["name"]),
                     kind=kind,
                     before=before,
-                    max_chars=int(item.get("max_chars", 1000)),
                     optional=bool(item.get("optional", False)),
                     **kwargs,
                 )

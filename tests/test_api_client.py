@@ -20,7 +20,7 @@ from seftgen.engines.openai_engine import OpenAIEngine
 from seftgen.engines.ratelimit import RateLimiter
 
 
-def chat_reply(prompt_tokens: int = 3, completion_tokens: int = 1) -> bytes:
+def chat_reply(prompt_tokens: int = 3, completion_tokens: int = 1, finish: str = "stop") -> bytes:
     """The body of an OpenAI chat completion answering 'ok', billed as given."""
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
     return json.dumps(
@@ -29,7 +29,7 @@ def chat_reply(prompt_tokens: int = 3, completion_tokens: int = 1) -> bytes:
             "object": "chat.completion",
             "created": 0,
             "model": "m",
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+            "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": "ok"}}],
             "usage": usage | {"total_tokens": prompt_tokens + completion_tokens},
         }
     ).encode()
@@ -55,6 +55,7 @@ class FlakyEndpoint(StandIn):
 
     fail: ClassVar[int] = 0
     status: ClassVar[int] = 429
+    finish: ClassVar[str] = "stop"  # the finish_reason of a success
     seen: ClassVar[list[float]] = []
     lock = threading.Lock()
 
@@ -67,12 +68,12 @@ class FlakyEndpoint(StandIn):
             error = json.dumps({"error": {"message": "slow down", "type": "rate_limit"}}).encode()
             self.answer(error, self.status, {"Retry-After": "0.3"})
         else:
-            self.answer(chat_reply())
+            self.answer(chat_reply(finish=FlakyEndpoint.finish))
 
 
 @pytest.fixture
 def flaky():
-    FlakyEndpoint.seen = []
+    FlakyEndpoint.seen, FlakyEndpoint.finish = [], "stop"
     server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyEndpoint)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server, f"http://127.0.0.1:{server.server_address[1]}/v1"
@@ -102,6 +103,21 @@ def test_retries_exhausted_become_a_row_error(flaky) -> None:
     gens = engine.generate(MSG * 2, SamplingConfig(max_tokens=4))
     assert all(g.error and "InternalServerError" in g.error for g in gens)
     assert engine.take_usage()["failures"] == 2
+    engine.close()
+
+
+@pytest.mark.parametrize("finish", ["error", "abort"])
+def test_a_request_the_server_gave_up_on_is_a_row_error(flaky, finish: str) -> None:
+    """vLLM ends a request "error" when, for one, its grammar did not compile (`v1/request.py`);
+    the row must carry that, not fail to parse an empty reply."""
+    _, url = flaky
+    FlakyEndpoint.fail, FlakyEndpoint.finish = 0, finish
+    engine = OpenAIEngine("m", base_url=url, max_retries=0)
+    (gen,) = engine.generate(MSG, SamplingConfig(max_tokens=4))
+    assert (
+        gen.completions == []
+        and gen.error == f"the engine ended the request with finish_reason '{finish}' (its log says why)"
+    )
     engine.close()
 
 

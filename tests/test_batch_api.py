@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from batch_standin import BatchStandIn
-from conftest import SERVED_NAME, parsed_share, run_cli
+from conftest import SERVED_NAME, check_constrained, run_cli
 from test_revise import sample_keys
 
 from seftgen.engines import EngineSpec
@@ -55,7 +55,7 @@ def test_full_run_two_phases_at_batch_price(standin: BatchStandIn, sample_run: P
     assert result.ok, (result.failures, standin.upstream_errors)
     assert set(df.select("prompt_id", "sample_idx").iter_rows()) == sample_keys(sample_run)
     # The same parser and filters as the online critic: constrained replies parse.
-    assert parsed_share(df) >= 0.95, df["reason"].to_list()
+    check_constrained(df)
     assert json.loads(df["params"][0])["critic"]["constrained"] is True
     manifest = load_manifest(out)
     phases = [b["phase"] for b in manifest.batches or []]

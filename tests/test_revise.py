@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import SERVED_NAME, parsed_share, run_cli
+from conftest import SERVED_NAME, check_constrained, run_cli
 
 from seftgen.engines import EngineSpec
 from seftgen.engines.base import SamplingConfig
@@ -68,7 +68,7 @@ def test_srt_critic_filters_and_separate_scores(server, sample_run: Path, tmp_pa
     df = read_run(tmp_path / "srt")
     # The untrained model as critic through `vllm serve`: the regex goes in the request's
     # structured_outputs field, and the replies follow the format.
-    assert parsed_share(df) >= 0.95, df["reason"].to_list()
+    check_constrained(df)
     assert json.loads(df["params"][0])["critic"]["constrained"] is True
     assert set(df.select("prompt_id", "sample_idx").iter_rows()) == sample_keys(sample_run)
     for row in df.iter_rows(named=True):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import DEMO_PROMPTS, run_cli
+from conftest import DEMO_PROMPTS, check_constrained, run_cli
 
 from seftgen.export.axolotl import export_axolotl
 from seftgen.io.store import load_manifest, read_run
@@ -66,9 +66,7 @@ def test_revise_self_with_a_real_model(engine, sample_run: Path, tmp_path: Path)
     df = read_run(out)
     assert result.ok and df.height == 9 and (df["method"] == "srt-self").all()
     assert json.loads(df["params"][0])["critic"]["constrained"] is True
-    # Constrained decoding: a reply that was allowed to finish parses; one cut by max_tokens may not.
-    unparsed = df.filter(pl.col("reason_kind") == "parse")["reason"].to_list()
-    assert all(reason.endswith("(the reply hit max_tokens: truncated)") for reason in unparsed), unparsed
+    check_constrained(df, min_parsed=0.3)  # 5 of 9 parsed on 2026-12-07; the rest ran to max_tokens
     for row in df.iter_rows(named=True):
         raw = json.loads(row["raw"])
         if row["revised"] is not None:

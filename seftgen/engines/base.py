@@ -45,11 +45,25 @@ def ends_in_prefix(conversations: Sequence[Messages]) -> bool:
     return bool(conversations) and conversations[0][-1]["role"] == "assistant"
 
 
+# vLLM's finish reasons for a request the engine gave up on (`v1/request.py`: FINISHED_ERROR ->
+# "error", FINISHED_ABORTED -> "abort"), e.g. a grammar that failed to compile: its text is empty
+# or partial, and the row must say so rather than fail to parse.
+FAILED_FINISH = ("error", "abort")
+
+
 @dataclass
 class Completion:
     text: str
     finish_reason: str
     completion_tokens: int
+
+
+def failed_finish(completions: Sequence[Completion]) -> str | None:
+    """Why an engine gave up on a request whose completions end in a failed finish, or None."""
+    reason = next((c.finish_reason for c in completions if c.finish_reason in FAILED_FINISH), None)
+    if reason is None:
+        return None
+    return f"the engine ended the request with finish_reason '{reason}' (its log says why)"
 
 
 @dataclass

@@ -20,7 +20,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from seftgen.choices import EngineKind
-from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig, ends_in_prefix
+from seftgen.engines.base import (
+    Completion,
+    Engine,
+    Generation,
+    Messages,
+    SamplingConfig,
+    ends_in_prefix,
+    failed_finish,
+)
 from seftgen.engines.ratelimit import RateLimiter, estimate_tokens
 from seftgen.engines.vllm_engine import TOP_LOGPROBS
 from seftgen.errors import UserError
@@ -223,7 +231,8 @@ class OpenAIEngine(Engine):
                 Completion(ch["message"].get("content") or "", ch.get("finish_reason") or "stop", per_choice)
                 for ch in choices
             ]
-            results.append(Generation(usage.get("prompt_tokens") or 0, completions))
+            failed = failed_finish(completions)  # a vLLM server's "error"/"abort" finish
+            results.append(Generation(usage.get("prompt_tokens") or 0, [] if failed else completions, error=failed))
         return results
 
     def next_token_probs(

@@ -34,7 +34,15 @@ from seftgen.devices import (
     default_max_model_len,
     in_process,
 )
-from seftgen.engines.base import Completion, Engine, Generation, Messages, SamplingConfig, ends_in_prefix
+from seftgen.engines.base import (
+    Completion,
+    Engine,
+    Generation,
+    Messages,
+    SamplingConfig,
+    ends_in_prefix,
+    failed_finish,
+)
 from seftgen.engines.memory import KV_SPACE_ENV, in_process_kv_bytes
 from seftgen.errors import UserError
 
@@ -292,7 +300,8 @@ class VLLMEngine(Engine):
                 results.append(Generation(error=out))
                 continue
             completions = [Completion(c.text, c.finish_reason or "stop", len(c.token_ids)) for c in out.outputs]
-            results.append(Generation(len(out.prompt_token_ids or []), completions))
+            failed = failed_finish(completions)  # e.g. a grammar that did not compile
+            results.append(Generation(len(out.prompt_token_ids or []), [] if failed else completions, error=failed))
         self.count(
             requests=len(conversations),
             prompt_tokens=sum(g.prompt_tokens for g in results),
