@@ -86,3 +86,16 @@ def test_judge_precision_study_runs(engine) -> None:
     reference = out["engines"]["fp32"]
     assert reference["max_abs_diff_vs_fp32"] == 0 and reference["verdict_changes_vs_fp32"] == 0
     assert all(e["judging_s"] > 0 and e["distinct_probabilities"] >= 1 for e in out["engines"].values())
+
+
+@pytest.mark.engine  # no engine, but the embedded model's tokenizer (`make test-fast` runs without it)
+def test_format_compile_prints_every_bundled_format() -> None:
+    """`bench/format_compile.py` (no engine: xgrammar and the demo model's tokenizer)."""
+    from seftgen.templates import load_template, template_names
+
+    run = subprocess.run(
+        [sys.executable, str(BENCH / "format_compile.py"), "--no-compare"], capture_output=True, text=True, check=True
+    )
+    rows = [line.split(" | ") for line in run.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r[0].strip("| ") for r in rows] == [n for n in template_names() if load_template(n).output is not None]
+    assert all(float(r[1]) >= 0 and r[2] == "-" and int(r[3].strip(" |")) >= 0 for r in rows)
