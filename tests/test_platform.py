@@ -114,6 +114,28 @@ def test_context_length_by_platform(monkeypatch, demo_model, device: str, given:
         assert engine.max_model_len == expected  # known without starting the engine
 
 
+def test_a_hub_id_in_the_hugging_face_cache_has_known_weights(monkeypatch, demo_model: Path, tmp_path: Path) -> None:
+    """A hub id already downloaded is read from its snapshot in the cache (the demo model's files,
+    laid out as huggingface_hub keeps them), never fetched; one not in the cache is unknown."""
+    import huggingface_hub.constants
+
+    from seftgen.engines.memory import local_folder, weight_bytes
+
+    repo = tmp_path / "models--acme--tiny"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    for f in demo_model.iterdir():
+        if f.is_file():
+            (snapshot / f.name).symlink_to(f)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert local_folder("acme/tiny") == snapshot
+    assert weight_bytes("acme/tiny", "float32") == weight_bytes(str(demo_model), "float32") > 0
+    assert local_folder("acme/absent") is None and weight_bytes("acme/absent", "float32") is None
+
+
 def test_an_engine_in_this_process_sizes_its_own_kv_cache(engine, demo_model: Path) -> None:
     """vLLM would charge an engine in this process for all the process holds (the session engine's
     cache included); seftgen gives it the share minus its own weights and runtime, as vLLM would an

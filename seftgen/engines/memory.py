@@ -33,11 +33,26 @@ _DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2
 _STORED_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
+def local_folder(model: str) -> Path | None:
+    """The folder holding `model`: itself, or a hub id's snapshot in the Hugging Face cache
+    (`snapshot_download(local_files_only=True)`: never the network); None when not downloaded."""
+    if Path(model).expanduser().is_dir():
+        return Path(model).expanduser()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception:  # not cached, or not a hub id at all: vLLM will say which
+        return None
+
+
 def weight_bytes(model: str, dtype: str) -> int | None:
     """Bytes of the model's weights at `dtype` ('auto': as stored), from its safetensors headers
-    (no tensor is read); for other weight files, their size on disk; None when the model is not a
-    local folder (a hub id that vLLM will fetch)."""
-    folder = Path(model)
+    (no tensor is read); for other weight files, their size on disk; None when the model is neither
+    a local folder nor a hub id already in the Hugging Face cache (vLLM will fetch it)."""
+    folder = local_folder(model)
+    if folder is None:
+        return None
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         other = [f.stat().st_size for f in folder.glob("*.bin")]
