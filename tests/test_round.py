@@ -59,6 +59,9 @@ def test_two_seft_rounds_train_and_chain(engine, tmp_path: Path) -> None:
     assert Path(reviser, "config.json").is_file() and one["training"]["reviser"]["losses"]
     assert one["training"]["policy"]["steps"] == 2 and one["next_policy"] == one["models"]["policy"]
     assert all(c["validated"] for c in one["configs"])
+    # On the CPU each LoRA trains and merges in one process (axolotl's imports once, not twice).
+    log = (work / "round-1" / "logs" / "train-policy.log").read_text()
+    assert log.count("\n$ ") == 3 and "in one process" in log and "\n$ axolotl merge-lora " in log
     # Where the time went: each stage with its generation and writing, each training step.
     time = one["time"]
     assert time["sample"]["generation_s"] > 0 and time["sample"]["rows_per_s"] > 0

@@ -17,7 +17,7 @@ from seftgen.export.axolotl import build_config, load_preset
 from seftgen.training import run as training_run
 from seftgen.training.env import axolotl_env, find_axolotl, validate_configs
 from seftgen.training.launch import default_launcher
-from seftgen.training.run import effective_batch, hub_models, prefetch, processes, train_command
+from seftgen.training.run import effective_batch, hub_models, one_process, prefetch, processes, train_command
 
 AXOLOTL = find_axolotl()
 needs_axolotl = pytest.mark.skipif(AXOLOTL is None, reason="needs axolotl's environment (make train-env)")
@@ -109,3 +109,14 @@ def test_round_dry_run_prints_each_command_with_its_launcher(tmp_path: Path, mon
     assert "round-1/train-reviser.yml -- --num_processes 8" in err
     assert "8 process(es), effective batch 32" in err and "launcher accelerate" in err
     assert not (tmp_path / "w").exists()  # nothing ran, nothing written
+
+
+def test_a_lora_trains_and_merges_in_one_process_only_on_the_cpu(monkeypatch) -> None:
+    """axolotl's imports cost about 20 s per command; on a GPU the merge runs on the device, beside
+    whatever the trainer left there, so it keeps a process of its own (forced here: no GPU)."""
+    lora = {"adapter": "lora"}
+    monkeypatch.setenv("SEFTGEN_DEVICE", "cpu")
+    assert one_process(lora, "python")
+    assert not one_process({}, "python") and not one_process(lora, "accelerate") and not one_process(lora, None)
+    monkeypatch.setenv("SEFTGEN_DEVICE", "cuda")
+    assert not one_process(lora, "python")

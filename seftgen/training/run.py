@@ -1,5 +1,12 @@
 """`axolotl train` then `axolotl merge-lora`, as subprocesses with their output in log files.
 
+On the CPU with the `python` launcher both run in one process (`ONE_PROCESS`): each command
+otherwise spends about 20 s importing axolotl, torch and transformers before it starts (the demo's
+round-2 policy: 21 s to the config print, 26 s to train, 20 s of imports and 4 s to merge;
+2026-12-07). On GPUs they stay two processes: axolotl merges shard by shard on the GPU
+(`cli/merge_lora.py`: `device = "cuda" if torch.cuda.is_available() else "cpu"`), and memory the
+trainer left in the process would compete with it.
+
 The console gets one live line per step (step, loss) from the trainer's own log lines. A step
 whose merged model and done-marker exist (for the same config) is skipped on rerun; a failed or
 killed step is reported with the log's last lines, and rerunning starts it cleanly.
@@ -20,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from seftgen.devices import visible_gpus
+from seftgen.devices import accelerator, visible_gpus
 from seftgen.errors import UserError
 from seftgen.io.manifest import write_json_atomic
 from seftgen.provenance import stable_hash
@@ -105,6 +112,23 @@ def train_command(
     return cmd
 
 
+# `axolotl train CFG --launcher python` then `axolotl merge-lora CFG`, through axolotl's own CLI
+# (its click group, `axolotl.cli.main.cli`) in one interpreter; each command is echoed to the log.
+ONE_PROCESS = """
+import sys
+from axolotl.cli.main import cli
+config = sys.argv[1]
+for args in (["train", config, "--launcher", "python"], ["merge-lora", config]):
+    print("$ axolotl " + " ".join(args), flush=True)
+    cli.main(args, prog_name="axolotl", standalone_mode=False)
+"""
+
+
+def one_process(cfg: dict[str, Any], launcher: str | None) -> bool:
+    """Whether training and the LoRA merge run in one process (see the module docstring)."""
+    return bool(cfg.get("adapter")) and launcher == "python" and accelerator() == "cpu"
+
+
 _PROCESS_FLAGS = ("--num_processes", "--nproc_per_node", "--nproc-per-node", "--num-processes")
 
 
@@ -159,9 +183,13 @@ def prefetch(axolotl: Axolotl, cfg: dict[str, Any], say: Callable[[str], None] |
     return repos
 
 
-def _run(cmd: list[str], log: Path, on_output: Callable[[str], None] | None, axolotl: Axolotl) -> None:
+def _run(
+    cmd: list[str], log: Path, on_output: Callable[[str], None] | None, axolotl: Axolotl, what: str | None = None
+) -> None:
+    """Run `cmd`, its output appended to `log`. `what` names it in the log and in errors (default:
+    the command line, and `axolotl train` style for errors)."""
     with log.open("ab") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n".encode())
+        out.write(f"\n$ {what or ' '.join(cmd)}\n".encode())
         out.flush()
         ensure_watchdog()  # axolotl (and its dataloader workers) end with us, even on SIGKILL
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=axolotl_env(axolotl))
@@ -178,7 +206,8 @@ def _run(cmd: list[str], log: Path, on_output: Callable[[str], None] | None, axo
                 except subprocess.TimeoutExpired:
                     proc.kill()
     if proc.returncode != 0:
-        raise TrainingFailed(f"`{' '.join(cmd[1:3])}` exited {proc.returncode}; last lines of {log}:\n{_tail(log)}")
+        name = what or f"axolotl {' '.join(cmd[1:3])}"
+        raise TrainingFailed(f"`{name}` exited {proc.returncode}; last lines of {log}:\n{_tail(log)}")
 
 
 def train(
@@ -219,9 +248,13 @@ def train(
         if on_step is not None and total:
             on_step(step, total, losses[-1] if losses else None)
 
-    _run(cmd, log, progress, axolotl)
+    if one_process(cfg, launcher):
+        both = [str(axolotl.python), "-c", ONE_PROCESS, str(config_path)]
+        _run(both, log, progress, axolotl, what=f"axolotl train and merge-lora in one process: {config_path}")
+    else:
+        _run(cmd, log, progress, axolotl)
     result.steps, _, result.losses, result.train_loss = parse_progress(log.read_text(errors="replace"))
-    if cfg.get("adapter"):
+    if cfg.get("adapter") and not one_process(cfg, launcher):
         _run([str(axolotl.executable), "merge-lora", str(config_path)], log, None, axolotl)
     result.seconds = time.monotonic() - start
     if not (model / "config.json").is_file():
