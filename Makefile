@@ -40,9 +40,12 @@ demo: $(GEN) $(TRAIN) model
 	$(BIN)/seftgen round self-judge-verifier --train --preset cpu --workdir runs/demo-verifier
 	$(BIN)/seftgen report runs/demo-verifier
 
-# `make test` is the whole suite; `make test-fast` the tests that need no model (seconds).
+# `make test` is the whole suite, in TEST_WORKERS pytest-xdist workers, each pinned to its share of
+# the cores (tests/conftest.py); the tests of the session's `vllm serve` share one worker.
+# `make test-fast` runs the tests that need no model (seconds).
+TEST_WORKERS ?= 2
 test: $(GEN) $(TRAIN) model lint $(BROWSER)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadgroup tests
 
 # The tests that need no engine, server, axolotl or Ray: seconds, for the edit-test loop.
 test-fast: $(GEN) lint

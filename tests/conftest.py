@@ -6,6 +6,7 @@ EngineSpec, so CLI commands run in-process reuse the same engine from the cache.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -22,12 +23,32 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
-# On a GPU the session's engines share one device: the in-process engine, `vllm serve` (0.2) and a
+# On a GPU the session's engines share one device: the in-process engine, `vllm serve` (0.1) and a
 # round's own engines must add up to less than the whole (vLLM refuses an engine whose share
-# exceeds the free memory). On CPU the share is of ALL RAM: 0.15 (3.5 GB of KV cache here, far more
-# than the tests' few short prompts need) lets a round's engines run beside the session's and the
-# server, so round tests use the session engine for the start model instead of starting another.
-os.environ.setdefault("SEFTGEN_MEMORY_SHARE", "0.15")
+# exceeds the free memory). On CPU the share is of ALL RAM: 0.1 (about 1.8 GB of KV cache here, far
+# more than the tests' few short prompts need) leaves room for what two xdist workers hold at once:
+# an engine each, the server, a round's engine and an axolotl training.
+os.environ.setdefault("SEFTGEN_MEMORY_SHARE", "0.1")
+
+# `make test` runs the suite in two pytest-xdist workers, each pinned to its own share of the cores
+# before anything imports torch: its engines, `vllm serve` and trainings inherit the mask (vLLM's CPU
+# worker reads it: `utils/cpu_resource_utils.get_allowed_cpu_list`), so the two never bind OpenMP
+# threads to the same core (threads that wait for a preempted peer decode several times slower:
+# docs/benchmarks.md). About half the suite's time one core was idle: imports, start-ups, waits.
+ALL_CORES = frozenset(os.sched_getaffinity(0))
+
+
+def pin(cores: frozenset[int] | set[int]) -> None:
+    """Every thread of this process (execnet's own started before this file loaded) on `cores`."""
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):  # the thread ended meanwhile
+            os.sched_setaffinity(int(task.name), cores)
+
+
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...; unset when pytest runs alone
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKER and len(ALL_CORES) >= WORKERS > 1:
+    pin(set(sorted(ALL_CORES)[int(WORKER[2:]) :: WORKERS]))
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_PROMPTS = REPO / "data" / "demo" / "prompts.jsonl"
@@ -62,14 +83,33 @@ def free_port() -> int:
 ENGINE_FIXTURES = {"engine": "engine", "sample_run": "engine", "server": "server"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that use an engine or server fixture get its marker; Ray tests go last: they free the
-    session engine and server first (memory on a 2-core box)."""
+    """Tests that use an engine or server fixture get its marker, and the server's tests one xdist
+    group (one worker holds the session's `vllm serve`). Ray tests free the engine and server of
+    their process first (memory on a 2-core box): alone they go last; in xdist workers first, so
+    that the other worker's tests run beside them rather than nothing at the end."""
     for item in items:
         for fixture, marker in ENGINE_FIXTURES.items():
             if fixture in getattr(item, "fixturenames", ()) and item.get_closest_marker(marker) is None:
                 item.add_marker(getattr(pytest.mark, marker))
-    items.sort(key=lambda item: item.get_closest_marker("ray") is not None)
+        if "server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("server"))
+
+    def ray(item: pytest.Item) -> bool:
+        return item.get_closest_marker("ray") is not None
+
+    items.sort(key=lambda item: not ray(item) if WORKER else ray(item))  # sorted() is stable
+
+
+@pytest.fixture
+def whole_machine() -> Iterator[None]:
+    """The test runs on every core, as outside the suite (`--data-parallel` pins one worker per
+    core); the other xdist worker's engines share them meanwhile."""
+    pinned = os.sched_getaffinity(0)
+    pin(ALL_CORES)
+    yield
+    pin(pinned)
 
 
 class Server:
@@ -108,16 +148,20 @@ class Server:
             "2048",
             "--enforce-eager",
             "--gpu-memory-utilization",
-            "0.2",  # on CPU a share of ALL RAM: leave room for the others
+            "0.1",  # on CPU a share of ALL RAM: leave room for the others
             "--max-logprobs",
             "20",
         ]
-        from seftgen.devices import IN_PROCESS_ENV, cpu_engine_env
+        from seftgen.devices import cpu_engine_env
         from seftgen.watchdog import ensure_watchdog
 
         ensure_watchdog()  # the server ends with the test session, even if pytest is killed
-        env = os.environ | cpu_engine_env()  # the cores seftgen's own engines decode on
-        env.pop(IN_PROCESS_ENV, None)  # but its processes as vLLM lays them out for `vllm serve`
+        # The cores seftgen's own engines decode on, and on small CPUs their layout: `vllm serve`
+        # always runs EngineCore in a process of its own (AsyncLLM's client is a multiprocess one),
+        # but at VLLM_ENABLE_V1_MULTIPROCESSING=0 the CPU platform no longer forces the MP executor
+        # (`platforms/cpu.py`), so the model runs in EngineCore instead of a third process: ready
+        # in 22 s against 33 s here, and 200 tokens in 5.4 s against 6.6 s (docs/benchmarks.md).
+        env = os.environ | cpu_engine_env()
         self.proc = subprocess.Popen(
             cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
@@ -148,6 +192,12 @@ class Server:
 
 @pytest.fixture(scope="session")
 def server(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    if WORKER:  # one worker holds it (its tests share an xdist group); a second would double its RAM
+        owner = tmp_path_factory.getbasetemp().parent / "vllm-serve.owner"
+        with owner.open("a") as claims:
+            claims.write(WORKER + "\n")
+        holders = set(owner.read_text().split())
+        assert holders == {WORKER}, f"`vllm serve` started by workers {sorted(holders)}: run with --dist loadgroup"
     srv = Server(demo_model, tmp_path_factory.mktemp("server") / "vllm-serve.log")
     srv.start()
     yield srv

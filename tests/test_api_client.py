@@ -55,7 +55,7 @@ class FlakyEndpoint(StandIn):
 
     fail: ClassVar[int] = 0
     status: ClassVar[int] = 429
-    finish: ClassVar[str] = "stop"  # the finish_reason of a success
+    finish_reason: ClassVar[str] = "stop"  # what a success ends with (not `finish`: a handler method)
     seen: ClassVar[list[float]] = []
     lock = threading.Lock()
 
@@ -68,12 +68,12 @@ class FlakyEndpoint(StandIn):
             error = json.dumps({"error": {"message": "slow down", "type": "rate_limit"}}).encode()
             self.answer(error, self.status, {"Retry-After": "0.3"})
         else:
-            self.answer(chat_reply(finish=FlakyEndpoint.finish))
+            self.answer(chat_reply(finish=FlakyEndpoint.finish_reason))
 
 
 @pytest.fixture
 def flaky():
-    FlakyEndpoint.seen, FlakyEndpoint.finish = [], "stop"
+    FlakyEndpoint.seen, FlakyEndpoint.finish_reason = [], "stop"
     server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyEndpoint)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server, f"http://127.0.0.1:{server.server_address[1]}/v1"
@@ -111,7 +111,7 @@ def test_a_request_the_server_gave_up_on_is_a_row_error(flaky, finish: str) -> N
     """vLLM ends a request "error" when, for one, its grammar did not compile (`v1/request.py`);
     the row must carry that, not fail to parse an empty reply."""
     _, url = flaky
-    FlakyEndpoint.fail, FlakyEndpoint.finish = 0, finish
+    FlakyEndpoint.fail, FlakyEndpoint.finish_reason = 0, finish
     engine = OpenAIEngine("m", base_url=url, max_retries=0)
     (gen,) = engine.generate(MSG, SamplingConfig(max_tokens=4))
     assert (

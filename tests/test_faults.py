@@ -37,7 +37,7 @@ SEED = int(os.environ.get("SEFTGEN_KILL_SEED", "20261124"))
 SOAK = int(os.environ.get("SEFTGEN_SOAK", "1"))
 # On CPU a share of ALL RAM (the session holds its own); two sequences at once, so a run of a few
 # prompts keeps only a few batches in flight and a kill lands mid-run.
-SMALL_ENGINE = ["--memory-share", "0.15", "--max-num-seqs", "2"]
+SMALL_ENGINE = ["--memory-share", "0.1", "--max-num-seqs", "2"]
 
 
 @pytest.fixture(scope="module")

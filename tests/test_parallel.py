@@ -60,14 +60,14 @@ def _spawned(parent: int) -> dict[int, str]:
 
 
 @pytest.mark.engine
-def test_two_workers_killed_then_resumed_equal_one_process(engine, tmp_path: Path) -> None:
+def test_two_workers_killed_then_resumed_equal_one_process(engine, whole_machine, tmp_path: Path) -> None:
     reference = tmp_path / "one"
     params = SamplingConfig(n=2, max_tokens=8)
     assert sample(str(DEMO_PROMPTS), reference, engine, params=params, limit=8, batch_size=1).ok
     out = tmp_path / "dp"
     argv = [
         *("sample", str(DEMO_PROMPTS), "-o", str(out), "--limit", "8", "-n", "2", "--max-tokens", "8"),
-        *("--batch-size", "1", "--data-parallel", "2", "--memory-share", "0.3"),
+        *("--batch-size", "1", "--data-parallel", "2", "--memory-share", "0.2"),
     ]
     log = tmp_path / "dp.log"
     with log.open("wb") as sink:
@@ -128,7 +128,9 @@ def test_shard_parts_split_exactly_their_shard() -> None:
 
 
 @pytest.mark.engine
-def test_a_round_spreads_its_model_stages(engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_round_spreads_its_model_stages(
+    engine, whole_machine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`round --data-parallel 2`: the round's share of the prompts (split_rounds 2: shard 0/2) is
     cut again for two workers (parts 0/4 and 2/4); the merged samples are that shard, with the
     keys of a one-process round, and the same round rerun in one process resumes them."""
@@ -144,7 +146,7 @@ def test_a_round_spreads_its_model_stages(engine, tmp_path: Path, monkeypatch: p
     shipped.write_text(yaml.safe_dump(recipe_data))
     recipe = load_recipe(str(shipped), REPO)
     one = run_round(recipe, tmp_path / "one", 1)  # the session's engine, in this process
-    monkeypatch.setenv("SEFTGEN_MEMORY_SHARE", "0.3")  # of ALL RAM on CPU: 0.15 for each worker
+    monkeypatch.setenv("SEFTGEN_MEMORY_SHARE", "0.2")  # of ALL RAM on CPU: 0.1 for each worker
     work = tmp_path / "dp"
     assert run_cli("round", shipped, "--workdir", work, "--base-dir", REPO, "--data-parallel", "2") == 0
     monkeypatch.delenv("SEFTGEN_MEMORY_SHARE")

@@ -1,7 +1,7 @@
 """`--engine ray`: Ray Data LLM's vLLM processor on a local Ray instance, CPU only, one replica.
 
-Runs last (see conftest): the session's in-process engine and `vllm serve` are shut down first,
-so the Ray replica has the memory.
+Runs last when pytest runs alone, first in an xdist worker (see conftest): the in-process engine
+and `vllm serve` of its process are shut down first, so the Ray replica has the memory.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def test_a_seft_round_closes_the_policy_engine_before_the_reviser_starts(
 ) -> None:
     """`bench/gpu_check.py` on a CPU: its round runs with the policy forced exclusive and the default
     memory share (never "fits" beside another engine); the graphs row says why it is skipped."""
-    monkeypatch.setenv("SEFTGEN_MEMORY_SHARE", "0.15")
+    monkeypatch.setenv("SEFTGEN_MEMORY_SHARE", "0.1")
     check = gpu_check.main(["--workdir", str(tmp_path)])
     done, rows = check["round"], check["rows"]
     assert done["returncode"] == 0, done["stderr"][-2000:]
