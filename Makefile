@@ -43,7 +43,14 @@ demo: $(GEN) $(TRAIN) model
 # `make test` is the whole suite, in TEST_WORKERS pytest-xdist workers, each pinned to its share of
 # the cores (tests/conftest.py); the tests of the session's `vllm serve` share one worker.
 # `make test-fast` runs the tests that need no model (seconds).
+# On a GPU one worker: vLLM's start-up profile assumes "the other processes using the same GPU did
+# not change their memory usage during the profiling" and fails otherwise (`v1/worker/gpu_worker.py`),
+# which two workers' engines starting and closing on one device would break.
+ifeq ($(GPU),1)
+TEST_WORKERS ?= 1
+else
 TEST_WORKERS ?= 2
+endif
 test: $(GEN) $(TRAIN) model lint $(BROWSER)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadgroup tests
 

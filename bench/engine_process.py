@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from harness import decode_parser, quiet
+from harness import by_side, decode_parser, quiet
 
 SIDES = {"processes": "1", "in process": "0"}  # VLLM_ENABLE_V1_MULTIPROCESSING
 
@@ -81,15 +80,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             done = subprocess.run(argv_child, env=env, capture_output=True, text=True, check=True, timeout=1200)
             runs[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
 
-    def median(side: str, figure: str) -> float:
-        return round(statistics.median(r[figure] for r in runs[side]), 2)
-
     figures = ("start_1_s", "start_2_s", "decode_tokens_per_s")
     out = {
         "benchmark": "engine in process",
         "workload": {k: v for k, v in vars(args).items() if k != "child"} | {"cores": usable_cores()},
-        "medians": {side: {f: median(side, f) for f in figures} for side in SIDES},
-        "runs": {side: [{f: round(r[f], 2) for f in figures} for r in rs] for side, rs in runs.items()},
+        **by_side(runs, figures),
     }
     here, there = out["medians"]["in process"], out["medians"]["processes"]
     out["first_start_speedup"] = round(there["start_1_s"] / here["start_1_s"], 2)

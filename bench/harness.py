@@ -157,6 +157,16 @@ def add_common(parser: Any, repeats: int = 3) -> None:
     parser.add_argument("--repeats", type=int, default=repeats)
 
 
+def by_side(runs: dict[str, list[dict[str, float]]], figures: tuple[str, ...]) -> dict[str, Any]:
+    """The medians of each side's figures, and every run's figures, rounded for the JSON line."""
+    return {
+        "medians": {
+            side: {f: round(statistics.median(r[f] for r in rs), 2) for f in figures} for side, rs in runs.items()
+        },
+        "runs": {side: [{f: round(r[f], 2) for f in figures} for r in rs] for side, rs in runs.items()},
+    }
+
+
 def decode_parser(doc: str) -> Any:
     """The options of the raw decode benchmarks (cpu_dtype, cpu_cores)."""
     import argparse

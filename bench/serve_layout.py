@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from harness import decode_parser, quiet
+from harness import by_side, decode_parser, quiet
 
 SIDES = {"worker process": "1", "model in EngineCore": "0"}  # VLLM_ENABLE_V1_MULTIPROCESSING
 
@@ -101,15 +100,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for side, value in SIDES.items():
             runs[side].append(one_server(model, value, args.seqs, args.max_tokens))
 
-    def median(side: str, figure: str) -> float:
-        return round(statistics.median(r[figure] for r in runs[side]), 2)
-
     figures = ("ready_s", "decode_tokens_per_s")
     out = {
         "benchmark": "vllm serve layout",
         "workload": vars(args) | {"cores": usable_cores()},
-        "medians": {side: {f: median(side, f) for f in figures} for side in SIDES},
-        "runs": {side: [{f: round(r[f], 2) for f in figures} for r in rs] for side, rs in runs.items()},
+        **by_side(runs, figures),
     }
     here, there = out["medians"]["model in EngineCore"], out["medians"]["worker process"]
     out["ready_speedup"] = round(there["ready_s"] / here["ready_s"], 2)
