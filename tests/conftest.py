@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
 # On a GPU the session's engines share one device: the in-process engine, `vllm serve` (0.1) and a
 # round's own engines must add up to less than the whole (vLLM refuses an engine whose share
-# exceeds the free memory). On CPU the share is of ALL RAM: 0.1 (about 1.8 GB of KV cache here, far
+# exceeds the free memory). On CPU the share is of ALL RAM: 0.1 (about 1.2 GB of KV cache here, far
 # more than the tests' few short prompts need) leaves room for what two xdist workers hold at once:
 # an engine each, the server, a round's engine and an axolotl training.
 os.environ.setdefault("SEFTGEN_MEMORY_SHARE", "0.1")
@@ -160,7 +160,7 @@ class Server:
         # always runs EngineCore in a process of its own (AsyncLLM's client is a multiprocess one),
         # but at VLLM_ENABLE_V1_MULTIPROCESSING=0 the CPU platform no longer forces the MP executor
         # (`platforms/cpu.py`), so the model runs in EngineCore instead of a third process: ready
-        # in 22 s against 33 s here, and 200 tokens in 5.4 s against 6.6 s (docs/benchmarks.md).
+        # in 21 s against 30 s here, decoding 1.06x as fast (bench/serve_layout.py, docs/benchmarks.md).
         env = os.environ | cpu_engine_env()
         self.proc = subprocess.Popen(
             cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env
