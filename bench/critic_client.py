@@ -15,15 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import socket
 import tempfile
-import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import alternate, quiet, result
+from harness import alternate, free_port, quiet, result, wait_until_serving
 
 REPLY = (
     "Weaknesses: the answer is vague.\nOverall Score: [[4]]\nSuggestions: give the number.\n\n"
@@ -53,12 +50,6 @@ def serve(port: int) -> None:
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class BareLoop:
@@ -153,12 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     server = multiprocessing.get_context("spawn").Process(target=serve, args=(port,), daemon=True)
     server.start()
     base_url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"{base_url}/models", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_until_serving(base_url, poll=0.1, timeout=1, attempts=100)
     spec = EngineSpec(model="load-target", kind="openai", base_url=base_url, concurrency=args.concurrency)
     engine = get_engine(spec)  # one client for every run, as in a real stage
     runs = iter(range(args.repeats + 1))

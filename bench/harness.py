@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -155,6 +157,31 @@ def engine_from_args(model: str) -> Any:
 def add_common(parser: Any, repeats: int = 3) -> None:
     parser.add_argument("--model", default="demo", help="model folder or hub id ('demo': the bundled model)")
     parser.add_argument("--repeats", type=int, default=repeats)
+
+
+def free_port() -> int:
+    """A free port on loopback, for a server the benchmark starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_serving(
+    base_url: str, *, poll: float, timeout: float, attempts: int | None = None, proc: Any = None
+) -> bool:
+    """Poll `BASE_URL/models` until it answers (True), `attempts` polls have failed (False), or
+    `proc` (a Popen) has exited (RuntimeError)."""
+    tried = 0
+    while attempts is None or tried < attempts:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/models", timeout=timeout):
+                return True
+        except OSError:
+            tried += 1
+            time.sleep(poll)
+    return False
 
 
 def by_side(runs: dict[str, list[dict[str, float]]], figures: tuple[str, ...]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +22,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from harness import by_side, decode_parser, quiet
+from harness import by_side, decode_parser, free_port, quiet, wait_until_serving
 
 SIDES = {"worker process": "1", "model in EngineCore": "0"}  # VLLM_ENABLE_V1_MULTIPROCESSING
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +37,7 @@ def one_server(model: str, value: str, seqs: int, max_tokens: int) -> dict[str, 
     """Start `vllm serve` with VLLM_ENABLE_V1_MULTIPROCESSING=value, time it, decode, stop it."""
     from seftgen.devices import IN_PROCESS_ENV, RESERVED_CPU_ENV, default_dtype
 
-    port = _port()
+    port = free_port()
     cmd = [
         *(sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model),
         *("--served-model-name", "m", "--host", "127.0.0.1", "--port", str(port), "--dtype", default_dtype()),
@@ -55,14 +48,7 @@ def one_server(model: str, value: str, seqs: int, max_tokens: int) -> dict[str, 
     began = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vllm serve exited with {proc.returncode} (VLLM_ENABLE_V1_MULTIPROCESSING={value})")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.2)
+        wait_until_serving(f"http://127.0.0.1:{port}/v1", poll=0.2, timeout=2, proc=proc)
         ready = time.monotonic() - began
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
 
